@@ -1,0 +1,2 @@
+"""Typed, versioned, validated formats: Scenario, Profile, Plan, Trace. Stdlib + pydantic + yaml only."""
+from .names import BACKENDS, MODELS, POLICIES, PRESETS, STAGES, TASKS  # noqa: F401

@@ -1,0 +1,86 @@
+"""Plan: what a policy makes of a workload. A DAG of `load`, `run`, `free` steps on lanes.
+
+The simulator and the runner both execute plans; neither knows about tasks or policies.
+A step starts when its deps are done and every earlier step of its lane has started and finished
+(a lane is one thread of execution: steps of a lane run one at a time, in plan order).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import ConfigError
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModuleRef:
+    model: str      # video-encoder | decoder | bert-decoder | sentence-encoder
+    quant: str      # a backend name
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.quant}"
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    kind: str                     # load | run | free
+    stage: str                    # load, encode, caption, index, rank, script, assemble, free
+    lane: str                     # main | encoder | decoder
+    instance: str | None = None   # role in Plan.instances; None for module-less ops
+    op: str | None = None         # run steps: encode, caption, generate, embed, rank, assemble
+    clip: int | None = None
+    deps: tuple[str, ...] = ()
+    threads: int = 1
+    args: dict = field(default_factory=dict)   # items, tokens, beam, prompt_tokens, frames, frame_size
+
+
+@dataclass(frozen=True)
+class Plan:
+    task: str
+    policy: str
+    instances: dict[str, ModuleRef]
+    steps: tuple[Step, ...]
+    lanes: tuple[str, ...]
+    clips: int
+    workload: dict = field(default_factory=dict)
+    version: int = PLAN_VERSION
+
+    def step(self, step_id: str) -> Step:
+        return self._index()[step_id]
+
+    def _index(self) -> dict[str, Step]:
+        return {s.id: s for s in self.steps}
+
+    def to_dict(self) -> dict:
+        return {
+            "version": self.version, "task": self.task, "policy": self.policy, "clips": self.clips,
+            "lanes": list(self.lanes), "workload": self.workload,
+            "instances": {k: asdict(v) for k, v in self.instances.items()},
+            "steps": [{**asdict(s), "deps": list(s.deps)} for s in self.steps],
+        }
+
+    def validate(self) -> "Plan":
+        """Check the graph: unique ids, deps exist and come earlier, instances known, loads before use."""
+        seen: set[str] = set()
+        loaded: set[str] = set()
+        for s in self.steps:
+            if s.id in seen:
+                raise ConfigError(f"plan {self.policy}: duplicate step id {s.id!r}")
+            for d in s.deps:
+                if d not in seen:
+                    raise ConfigError(f"plan {self.policy}: step {s.id!r} depends on {d!r}, which is not an earlier step")
+            if s.lane not in self.lanes:
+                raise ConfigError(f"plan {self.policy}: step {s.id!r} on unknown lane {s.lane!r}")
+            if s.instance is not None and s.instance not in self.instances:
+                raise ConfigError(f"plan {self.policy}: step {s.id!r} uses unknown instance {s.instance!r}")
+            if s.kind == "load":
+                loaded.add(s.instance)
+            elif s.kind == "free":
+                loaded.discard(s.instance)
+            elif s.kind == "run" and s.instance is not None and s.instance not in loaded:
+                raise ConfigError(f"plan {self.policy}: step {s.id!r} runs {s.instance!r} before it is loaded")
+            seen.add(s.id)
+        return self

@@ -1,0 +1,195 @@
+"""Profile (JSON, `version` 1): what modules cost on one device, and how each figure was measured.
+
+Every statistic keeps its raw samples, warm-ups apart (pyperf style). `source` is `measured`,
+`published` (from the paper's tables) or `projected` (scaled from another device).
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import ProfileError
+from .validation import describe, read_mapping
+
+PROFILE_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+
+class Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Stat(BaseModel):
+    """Sample statistics of one figure. Build with `Stat.of(samples, warmups)`."""
+
+    model_config = ConfigDict(extra="forbid")
+    samples: list[float] = Field(min_length=1)
+    warmups: list[float] = []
+    n: int
+    median: float
+    mean: float
+    p10: float
+    p90: float
+    stdev: float
+    mad: float
+
+    @classmethod
+    def of(cls, samples, warmups=()) -> "Stat":
+        xs = sorted(float(x) for x in samples)
+        if not xs:
+            raise ValueError("a statistic needs at least one sample")
+        med = statistics.median(xs)
+        return cls(
+            samples=[float(x) for x in samples], warmups=[float(x) for x in warmups], n=len(xs),
+            median=med, mean=statistics.fmean(xs), p10=quantile(xs, 0.10), p90=quantile(xs, 0.90),
+            stdev=statistics.stdev(xs) if len(xs) > 1 else 0.0,
+            mad=statistics.median(abs(x - med) for x in xs),
+        )
+
+    @classmethod
+    def point(cls, value: float) -> "Stat":
+        """A single published or projected figure (n = 1, no spread known)."""
+        return cls.of([value])
+
+    def scaled(self, factor: float) -> "Stat":
+        return Stat.of([x * factor for x in self.samples], [x * factor for x in self.warmups])
+
+    @property
+    def unstable(self) -> bool:
+        """pyperf's warning: standard deviation over 10% of the mean."""
+        return self.n > 1 and self.mean > 0 and self.stdev > 0.10 * self.mean
+
+
+def quantile(sorted_xs: list[float], q: float) -> float:
+    if len(sorted_xs) == 1:
+        return sorted_xs[0]
+    pos = q * (len(sorted_xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+class Load(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    cold_s: Stat
+    warm_s: Stat
+    cold_evicted: bool | None = None     # did page-cache eviction take effect (None: unknown)
+    transient_bytes: tuple[int, int] = (0, 0)   # [low, high] freed after load (Table 8's temporaries)
+    bytes_read: int | None = None
+
+
+class Op(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    latency_s: dict[str, Stat]            # by intra-op thread count, "1", "2", ...
+    activation_peak_bytes: int = Field(ge=0)
+    input_bytes: int = Field(default=0, ge=0)
+    items: int = Field(default=1, gt=0)   # inputs in the profiled call; latency scales linearly
+    shape: dict = {}
+
+    @model_validator(mode="after")
+    def _threads(self):
+        if not self.latency_s:
+            raise ValueError("latency_s needs at least one thread count")
+        for k in self.latency_s:
+            if not k.isdigit() or int(k) < 1:
+                raise ValueError(f"latency_s keys are thread counts like '1', got {k!r}")
+        return self
+
+    def threads(self) -> list[int]:
+        return sorted(int(k) for k in self.latency_s)
+
+    def latency(self, threads: int) -> float:
+        """Median latency at `threads` (nearest profiled count at or below, else the smallest)."""
+        ts = self.threads()
+        below = [t for t in ts if t <= threads]
+        return self.latency_s[str(max(below) if below else ts[0])].median
+
+
+class ModuleProfile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    quant: str
+    preset: str | None = None
+    params: int | None = None
+    file_bytes: int = Field(ge=0)
+    resident_bytes: int = Field(ge=0)
+    resident_anon_bytes: int | None = None
+    resident_file_bytes: int | None = None
+    load: Load
+    ops: dict[str, Op] = {}
+
+
+class CoRun(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    a: str                        # "<model>/<quant>:<op>"
+    b: str
+    threads: tuple[int, int] = (1, 1)
+    slowdown_a: float = Field(ge=0.5)
+    slowdown_b: float = Field(ge=0.5)
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    version: int
+    source: Literal["measured", "published", "projected"]
+    created: str | None = None
+    preset: str | None = None
+    device: dict = {}
+    method: dict = {}
+    baseline_rss_bytes: int = Field(ge=0)
+    storage_read_bytes_per_s: float | None = Field(default=None, gt=0)
+    memray: bool = False
+    modules: dict[str, ModuleProfile]
+    corun: list[CoRun] = []
+    # costs of module-less ops (rank, assemble), seconds; absent means zero
+    pipeline_ops_s: dict[str, float] = {}
+
+    def module(self, model: str, quant: str) -> ModuleProfile:
+        key = f"{model}/{quant}"
+        if key not in self.modules:
+            raise ProfileError(f"profile lacks module {key!r}; it has: {', '.join(sorted(self.modules)) or 'none'}"
+                               f" (profile it: atomsim profile --quant {quant})")
+        return self.modules[key]
+
+    def op(self, model: str, quant: str, op: str) -> Op:
+        mod = self.module(model, quant)
+        if op not in mod.ops:
+            raise ProfileError(f"profile lacks op {op!r} of module {model}/{quant}; it has: {', '.join(sorted(mod.ops)) or 'none'}")
+        return mod.ops[op]
+
+    def corun_slowdown(self, a: str, b: str) -> tuple[float, float] | None:
+        """(slowdown of a, slowdown of b) when both run at once, if measured. Keys "<model>/<quant>:<op>"."""
+        for c in self.corun:
+            if (c.a, c.b) == (a, b):
+                return c.slowdown_a, c.slowdown_b
+            if (c.a, c.b) == (b, a):
+                return c.slowdown_b, c.slowdown_a
+        return None
+
+
+def profile_from_mapping(data: dict, source: str) -> Profile:
+    if "version" not in data:
+        raise ProfileError(f"{source}: field 'version': missing (this atomsim reads profile versions {list(SUPPORTED_VERSIONS)})")
+    if data["version"] not in SUPPORTED_VERSIONS:
+        raise ProfileError(f"{source}: field 'version': unknown profile version {data['version']!r}; "
+                           f"this atomsim reads {list(SUPPORTED_VERSIONS)} (re-profile, or upgrade atomsim)")
+    try:
+        return Profile.model_validate(data)
+    except Exception as e:  # pydantic ValidationError
+        from pydantic import ValidationError
+        if isinstance(e, ValidationError):
+            raise ProfileError(describe(e, source)) from None
+        raise
+
+
+def load_profile(path: str | Path) -> Profile:
+    data = read_mapping(path, "profile")
+    return profile_from_mapping(data, str(path))
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    from ..io import atomic_write_json
+    atomic_write_json(path, profile.model_dump(mode="json"))

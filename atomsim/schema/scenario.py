@@ -1,0 +1,212 @@
+"""Scenario (YAML): device, workload, models and quantization, policy, threads, profile.
+
+    name: assembly-pixel_5a
+    device: pixel_5a                 # a name from the device catalog, or a mapping
+    workload: {task: assembly, clips: 5, prompt: "make a highlight reel", top_k: 5}
+    models: {preset: paper, quant: torchao-int8}
+    policy: reuse-parallel
+    threads: {encoder: 1, decoder: 1, main: 2}
+    profile: ../../profiles/paper-pixel_5a.json   # relative to this file
+
+Errors name the file, the field and what was expected.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import ConfigError, valid_names
+from .names import BACKENDS, MODELS, POLICIES, PRESETS, TASKS
+from .validation import read_mapping, validate
+
+GB = 1e9
+MB = 1e6
+CATALOG = Path(__file__).resolve().parent.parent / "data" / "devices.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Device(Strict):
+    """What the simulator knows of a device. RAM is what the app may use."""
+
+    name: str = "custom"
+    cores: int = Field(gt=0)
+    ram_bytes: int = Field(gt=0)
+    storage_read_bytes_per_s: float = Field(gt=0)
+    page_cache_read_bytes_per_s: float = Field(default=4e9, gt=0)
+    # For projection and energy (issue 7); optional.
+    soc: str | None = None
+    compute_gflops: float | None = Field(default=None, gt=0)
+    memory_bandwidth_bytes_per_s: float | None = Field(default=None, gt=0)
+    cpu_w: float = Field(default=2.0, ge=0)
+    dram_w: float = Field(default=0.2, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _units(cls, data):
+        if isinstance(data, dict):
+            data = dict(data)
+            if "ram_gb" in data:
+                data["ram_bytes"] = int(float(data.pop("ram_gb")) * GB)
+            if "storage_read_mb_s" in data:
+                data["storage_read_bytes_per_s"] = float(data.pop("storage_read_mb_s")) * MB
+        return data
+
+
+class Video(Strict):
+    path: str | None = None
+    duration_s: float | None = Field(default=None, gt=0)
+
+
+class Workload(Strict):
+    task: str
+    clips: int | None = Field(default=None, gt=0)
+    videos: list[Video] | None = None
+    queries: list[str] = ["a person is cooking"]
+    prompt: str = "make a highlight reel"
+    top_k: int = Field(default=5, gt=0)
+    clip_length_s: float = Field(default=10.0, gt=0)
+    clip_stride_s: float = Field(default=5.0, gt=0)
+    frames_per_clip: int = Field(default=6, gt=0)
+    frame_size: int = Field(default=224, gt=0)
+    beam: int = Field(default=4, gt=0)
+    caption_tokens: int = Field(default=23, gt=0)
+    script_tokens: int = Field(default=64, gt=0)
+    queue_size: int = Field(default=2, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.task not in TASKS:
+            raise ValueError(valid_names("task", self.task, TASKS))
+        return self
+
+    def clip_count(self) -> int:
+        """Clips in the workload: `clips`, or those cut from `videos` by length and stride."""
+        if self.clips is not None:
+            return self.clips
+        if self.videos:
+            if any(v.duration_s is None for v in self.videos):
+                return len(self.videos)  # durations known only when the runner opens them
+            return sum(len(clip_spans(v.duration_s, self.clip_length_s, self.clip_stride_s)) for v in self.videos)
+        return 5
+
+
+def clip_spans(duration_s: float, length_s: float, stride_s: float) -> list[tuple[float, float]]:
+    """Clips of `length_s` every `stride_s` (paper appendix A); a shorter video is one clip."""
+    if duration_s <= length_s + 1e-9:
+        return [(0.0, duration_s)]
+    n = int(math.floor((duration_s - length_s) / stride_s + 1e-9)) + 1
+    return [(i * stride_s, i * stride_s + length_s) for i in range(n)]
+
+
+class Models(Strict):
+    preset: str = "small"
+    quant: str = "fp32"
+    # per-model backend overrides, e.g. {sentence-encoder: fp32}
+    quant_by_model: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.preset not in PRESETS:
+            raise ValueError(valid_names("preset", self.preset, PRESETS))
+        for q in [self.quant, *self.quant_by_model.values()]:
+            if q not in BACKENDS:
+                raise ValueError(valid_names("quantization backend", q, BACKENDS))
+        for m in self.quant_by_model:
+            if m not in MODELS:
+                raise ValueError(valid_names("model", m, MODELS))
+        return self
+
+    def quant_of(self, model: str) -> str:
+        return self.quant_by_model.get(model, self.quant)
+
+
+class Threads(Strict):
+    """Intra-op threads per lane: `main` for serial stages, `encoder`/`decoder` for the parallel lanes."""
+
+    main: int = Field(default=2, gt=0)
+    encoder: int = Field(default=1, gt=0)
+    decoder: int = Field(default=1, gt=0)
+
+
+class Scenario(Strict):
+    name: str = "scenario"
+    device: Device
+    workload: Workload
+    models: Models = Models()
+    policy: str = "reuse-parallel"
+    threads: Threads = Threads()
+    profile: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.policy not in POLICIES:
+            raise ValueError(valid_names("policy", self.policy, POLICIES))
+        return self
+
+    def with_changes(self, **changes) -> "Scenario":
+        """A copy with dotted-path changes (`workload.clips=10`), validated again."""
+        data = self.model_dump()
+        for dotted, value in changes.items():
+            set_dotted(data, dotted, value)
+        return validate(Scenario, data, f"scenario {self.name!r}")
+
+
+def set_dotted(data: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            raise ConfigError(f"no field {dotted!r} in scenario")
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def load_devices(path: str | Path = CATALOG) -> dict[str, Device]:
+    data = read_mapping(path, "device catalog")
+    devices = {}
+    for name, spec in (data.get("devices") or {}).items():
+        spec = {"name": name, **(spec or {})}
+        devices[name] = validate(Device, spec, f"{path}: devices.{name}")
+    return devices
+
+
+def resolve_device(value, source: str) -> dict:
+    if isinstance(value, str):
+        devices = load_devices()
+        if value not in devices:
+            raise ConfigError(f"{source}: field 'device': " + valid_names("device", value, devices))
+        return devices[value].model_dump()
+    if isinstance(value, dict) and "base" in value:  # a catalog device with changes
+        base = resolve_device(value["base"], source)
+        return {**base, **{k: v for k, v in value.items() if k != "base"}}
+    return value
+
+
+def scenario_from_mapping(data: dict, source: str, base_dir: Path | None = None) -> Scenario:
+    data = dict(data)
+    if "device" not in data:
+        raise ConfigError(f"{source}: field 'device': missing (a device name from {CATALOG.name} or a mapping)")
+    data["device"] = resolve_device(data["device"], source)
+    scenario = validate(Scenario, data, source)
+    if scenario.profile and base_dir is not None and not Path(scenario.profile).is_absolute():
+        candidate = (base_dir / scenario.profile).resolve()
+        scenario = scenario.model_copy(update={"profile": str(candidate)})
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    data = read_mapping(path, "scenario")
+    data.setdefault("name", path.stem)
+    return scenario_from_mapping(data, str(path), path.parent)
+
+
+def dump_scenario(scenario: Scenario) -> str:
+    return yaml.safe_dump(scenario.model_dump(exclude_defaults=False), sort_keys=False)
