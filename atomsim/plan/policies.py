@@ -100,7 +100,9 @@ def needs_text_encoder(sc: Scenario) -> bool:
 
 
 def roles_for(sc: Scenario, roles: dict[str, str]) -> dict[str, str]:
-    return {r: m for r, m in roles.items() if r != "sentence-encoder" or needs_text_encoder(sc)}
+    """The roles a task uses: no text encoder for summarization, no script LM for retrieval."""
+    return {r: m for r, m in roles.items()
+            if (r != "sentence-encoder" or needs_text_encoder(sc)) and (r != "script-lm" or sc.workload.task != "retrieval")}
 
 
 def reload(sc: Scenario, n: int) -> Plan:

@@ -143,6 +143,9 @@ class Scenario(Strict):
     policy: str = "reuse-parallel"
     threads: Threads = Threads()
     profile: str | None = None
+    # page cache when the run starts: cold (no weight file cached) or warm (every file the plan
+    # loads is cached, as far as free RAM allows). Used by the simulator.
+    page_cache: Literal["cold", "warm"] = "cold"
 
     @model_validator(mode="after")
     def _check(self):

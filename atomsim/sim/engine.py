@@ -1,0 +1,183 @@
+"""Execute a Plan against a Profile on a Device, in SimPy. Deterministic: no clock, no randomness.
+
+Each lane is a SimPy process running its steps in plan order; a step starts when its deps are
+done and the lane is free.
+
+- run step with a module: CPU job asking `step.threads`, latency from the profile (`cpu.py`),
+  scaled linearly by `args.items` / profiled `items`; for `generate`, also by
+  `args.tokens` / `shape.tokens` when the profile's op shape records `tokens` (decode-dominated:
+  prefill is not modelled apart). Memory: `input_bytes` as inputs and `activation_peak_bytes` as
+  activations while it runs.
+- module-less run step (`rank`, `assemble`): `profile.pipeline_ops_s[op]` seconds (0 if absent),
+  scaled by items the same way when `pipeline_ops_items[op]` is given; 1 thread.
+- load step: weights (`resident_bytes`, counted from the start: the load's high-water mark) and
+  the high end of `load.transient_bytes` as load temporaries until it ends. Cold (file not in the
+  page cache): a storage read then `load.warm_s` of CPU work on one thread. The read alone takes
+  `cold_s - warm_s` when the device's storage bandwidth is the profile's (or the scenario's
+  device is the profile's device), else `file_bytes / storage bandwidth`; concurrent reads share
+  the bandwidth. Warm: `load.warm_s` of CPU work only. The file is then in the page cache.
+- free step: returns the weights; the file stays in the page cache while free RAM allows.
+- Out of memory: the run stops at that moment (`OutOfMemory`).
+"""
+from __future__ import annotations
+
+import simpy
+
+from ..errors import ProfileError
+from ..schema.plan import Plan, Step
+from ..schema.profile import Profile
+from ..schema.scenario import Device
+from ..schema.trace import Trace
+from .cpu import Cpu, LatencyCurve, Storage
+from .memory import Memory, OutOfMemory
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it processes."""
+
+    def __init__(self):
+        super().__init__()
+        self.processed = 0
+
+    def step(self):
+        self.processed += 1
+        return super().step()
+
+
+def op_curve(profile: Profile, plan: Plan, step: Step) -> tuple[LatencyCurve, str | None]:
+    """Latency curve of a run step, and its co-run key "<model>/<quant>:<op>" (None if module-less)."""
+    items = step.args.get("items")
+    if step.instance is None:
+        base = float(profile.pipeline_ops_s.get(step.op, 0.0))
+        per = getattr(profile, "pipeline_ops_items", None) or {}
+        factor = (items / per[step.op]) if (items and step.op in per) else 1.0
+        return LatencyCurve({1: base * factor}), None
+    ref = plan.instances[step.instance]
+    op = profile.op(ref.model, ref.quant, step.op)
+    factor = (items / op.items) if items else 1.0
+    if step.op == "generate" and "tokens" in (op.shape or {}) and "tokens" in step.args:
+        factor *= step.args["tokens"] / float(op.shape["tokens"])
+    points = {int(k): v.median for k, v in op.latency_s.items()}
+    return LatencyCurve(points, factor), f"{ref.key}:{step.op}"
+
+
+def check_profile(profile: Profile, plan: Plan) -> None:
+    """Raise ProfileError naming the module and op when the profile lacks what the plan needs."""
+    for s in plan.steps:
+        if s.instance is None:
+            continue
+        ref = plan.instances[s.instance]
+        if s.kind == "run":
+            try:
+                profile.op(ref.model, ref.quant, s.op)
+            except ProfileError as e:
+                raise ProfileError(f"plan {plan.policy} step {s.id!r} needs op {s.op!r} of module {ref.key!r}: {e}") from None
+        else:
+            try:
+                profile.module(ref.model, ref.quant)
+            except ProfileError as e:
+                raise ProfileError(f"plan {plan.policy} step {s.id!r} needs module {ref.key!r}: {e}") from None
+
+
+def same_storage(profile: Profile, device: Device) -> bool:
+    if profile.device.get("name") and profile.device.get("name") == device.name:
+        return True
+    bw = profile.storage_read_bytes_per_s
+    return bw is not None and abs(bw - device.storage_read_bytes_per_s) <= 1e-6 * bw
+
+
+class Engine:
+    def __init__(self, plan: Plan, profile: Profile, device: Device, warm_start: bool = False,
+                 trace_meta: dict | None = None):
+        check_profile(profile, plan)
+        self.plan, self.profile, self.device = plan, profile, device
+        self.env = CountingEnvironment()
+        self.trace = Trace.for_plan(plan, "simulated", **(trace_meta or {}))
+        self.cpu = Cpu(self.env, device.cores, profile.corun_slowdown if profile.corun else None)
+        self.storage = Storage(self.env)
+        self.mem = Memory(device.ram_bytes, profile.baseline_rss_bytes, self.trace, lambda: self.env.now)
+        self.same_storage = same_storage(profile, device)
+        self.loads: list[dict] = []
+        self.oom_event: dict | None = None
+        self.done = {s.id: self.env.event() for s in plan.steps}
+        self.curves = {s.id: op_curve(profile, plan, s) for s in plan.steps if s.kind == "run"}
+        if warm_start:
+            for key in sorted({r.key for r in plan.instances.values()}):
+                m = profile.modules[key]
+                self.mem.cache.touch(key, m.file_bytes)
+
+    def run(self) -> "Engine":
+        by_lane: dict[str, list[Step]] = {lane: [] for lane in self.plan.lanes}
+        for s in self.plan.steps:
+            by_lane[s.lane].append(s)
+        self.stop = self.env.event()
+        for lane in self.plan.lanes:
+            self.env.process(self._lane(by_lane[lane]))
+        all_done = self.env.all_of(list(self.done.values()))
+        self.env.run(until=self.env.any_of([all_done, self.stop]))
+        return self
+
+    def _lane(self, steps: list[Step]):
+        for s in steps:
+            if s.deps:
+                yield self.env.all_of([self.done[d] for d in s.deps])
+            start = self.env.now
+            try:
+                yield from self._execute(s)
+            except OutOfMemory as e:
+                self.trace.add_step(s, start, self.env.now)
+                if self.oom_event is None:
+                    self.oom_event = e.event
+                    self.stop.succeed()
+                return
+            self.trace.add_step(s, start, self.env.now)
+            self.done[s.id].succeed()
+
+    def _execute(self, s: Step):
+        if s.kind == "run":
+            yield from self._run(s)
+        elif s.kind == "load":
+            yield from self._load(s)
+        elif s.kind == "free":
+            m = self._module(s)
+            self.mem.change(s.id, weights=-m.resident_bytes)
+            yield self.env.timeout(0)
+        else:
+            raise ValueError(f"unknown step kind {s.kind!r} in step {s.id!r}")
+
+    def _module(self, s: Step):
+        ref = self.plan.instances[s.instance]
+        return self.profile.modules[ref.key]
+
+    def _run(self, s: Step):
+        curve, key = self.curves[s.id]
+        inputs = acts = 0
+        if s.instance is not None:
+            ref = self.plan.instances[s.instance]
+            op = self.profile.modules[ref.key].ops[s.op]
+            inputs, acts = op.input_bytes, op.activation_peak_bytes
+        if inputs or acts:
+            self.mem.change(s.id, inputs=inputs, activations=acts)
+        yield self.cpu.run(s.id, s.threads, curve, key)
+        if inputs or acts:
+            self.mem.change(s.id, inputs=-inputs, activations=-acts)
+
+    def _load(self, s: Step):
+        ref = self.plan.instances[s.instance]
+        m = self.profile.modules[ref.key]
+        transient = int(m.load.transient_bytes[1])
+        warm = self.mem.cache.has(ref.key)
+        self.loads.append({"step": s.id, "module": ref.key, "t_s": self.env.now, "warm": warm})
+        self.mem.change(s.id, weights=m.resident_bytes, load_temporaries=transient)
+        warm_s = m.load.warm_s.median
+        if not warm:
+            if self.same_storage:
+                read_s = max(m.load.cold_s.median - warm_s, 0.0)
+            else:
+                read_s = m.file_bytes / self.device.storage_read_bytes_per_s
+            if read_s > 0:
+                yield self.storage.read(s.id, read_s)
+        if warm_s > 0:
+            yield self.cpu.run(s.id, 1, LatencyCurve({1: warm_s}), None)
+        self.mem.cache.touch(ref.key, m.file_bytes)
+        self.mem.change(s.id, load_temporaries=-transient)

@@ -1,0 +1,83 @@
+"""RAM accounting (process memory by category, against the device's limit) and the page cache.
+
+Process memory = baseline RSS + weights + inputs + activations + load temporaries. The page
+cache holds weight files that were read; it is not process memory, but it only keeps files while
+free RAM (device RAM - process memory) allows: as the process grows, the least recently used
+files are evicted first.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..schema.trace import BREAKDOWN
+
+
+class OutOfMemory(Exception):
+    """Raised inside the simulation when process memory exceeds the device's RAM."""
+
+    def __init__(self, event: dict):
+        super().__init__(event["step"])
+        self.event = event
+
+
+class Memory:
+    def __init__(self, limit_bytes: int, baseline_bytes: int, trace=None, clock=None):
+        self.limit = int(limit_bytes)
+        self.by = {k: 0 for k in BREAKDOWN}
+        self.by["baseline"] = int(baseline_bytes)
+        self.trace = trace
+        self.clock = clock or (lambda: 0.0)
+        self.cache = PageCache(self)
+        self._record()
+
+    @property
+    def total(self) -> int:
+        return sum(self.by.values())
+
+    def change(self, step: str, **delta: int) -> None:
+        """Apply byte changes by category; record a counter sample; raise OutOfMemory past the limit."""
+        for k, v in delta.items():
+            self.by[k] += int(v)
+            if self.by[k] < 0:  # a bookkeeping bug, never a modelling outcome
+                raise AssertionError(f"negative {k} memory after {step}")
+        self._record()
+        if self.total > self.limit:
+            raise OutOfMemory({"t_s": self.clock(), "step": step, "breakdown_bytes": dict(self.by),
+                               "total_bytes": self.total, "limit_bytes": self.limit})
+        self.cache.fit()
+
+    def _record(self) -> None:
+        if self.trace is None:
+            return
+        t = self.clock()
+        mem = self.trace.memory
+        if mem and mem[-1][0] == t:   # several changes at one instant: keep the last state
+            mem.pop()
+        self.trace.add_memory(t, **self.by)
+
+    def free_bytes(self) -> int:
+        return max(0, self.limit - self.total)
+
+
+class PageCache:
+    """Weight files in the page cache, LRU order (oldest first)."""
+
+    def __init__(self, memory: Memory):
+        self.memory = memory
+        self.files: OrderedDict[str, int] = OrderedDict()
+        self.evictions = 0
+
+    def has(self, key: str) -> bool:
+        return key in self.files
+
+    def touch(self, key: str, nbytes: int) -> None:
+        """A file was read: it is (now) the most recently used cached file."""
+        self.files.pop(key, None)
+        self.files[key] = int(nbytes)
+        self.fit()
+
+    def fit(self) -> None:
+        free = self.memory.free_bytes()
+        while self.files and sum(self.files.values()) > free:
+            self.files.popitem(last=False)
+            self.evictions += 1

@@ -1,0 +1,48 @@
+"""`atomsim validate SCENARIO... --profile FILE --videos PATH... --out DIR`."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser("validate", help="prove the simulator against real runs (fidelity report)",
+                       description="For each scenario: run it for real, simulate the same plan with the "
+                       "profile, and compare end-to-end time, stage times, peak memory and the reduction "
+                       "of reuse against reload. Writes DIR/fidelity.json, DIR/fidelity.md and a picture per scenario.")
+    p.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario YAML files (or directories of them)")
+    p.add_argument("--profile", required=True, help="profile JSON measured on this machine")
+    p.add_argument("--videos", nargs="+", required=True, metavar="PATH", help="video files to run on")
+    p.add_argument("--store", default=None, help="model store directory (default: $ATOMSIM_STORE or the user cache)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_validate)
+
+
+def _scenario_paths(items) -> list:
+    from pathlib import Path
+    paths = []
+    for item in items:
+        p = Path(item)
+        paths.extend(sorted(p.glob("*.yaml")) if p.is_dir() else [p])
+    return paths
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ..io import check_writable_dir
+    from ..schema.profile import load_profile
+    from ..schema.scenario import load_scenario
+    from .markdown import fidelity_table, reduction_table
+    from .suite import validate_suite
+
+    check_writable_dir(args.out)
+    scenarios = [load_scenario(p) for p in _scenario_paths(args.scenarios)]
+    profile = load_profile(args.profile)
+    result = validate_suite(scenarios, profile, args.videos, args.out, store=args.store, profile_path=args.profile)
+    print(fidelity_table(result))
+    print()
+    print(reduction_table(result))
+    s = result["summary"]
+    e, p = s["e2e_abs_error_pct"], s["peak_abs_error_pct"]
+    if e["median"] is not None:
+        print(f"\nend-to-end |error| median {e['median']:.1f}% max {e['max']:.1f}%; peak |error| max {p['max']:.1f}%")
+    print(f"wrote {args.out}/fidelity.json and fidelity.md")
+    return 0

@@ -1,0 +1,68 @@
+"""Pure comparison of a measured and a simulated execution of one plan. No torch, no I/O."""
+from __future__ import annotations
+
+import statistics
+
+STAGES = ("load", "encode", "caption", "index", "script")
+
+
+def error_pct(measured: float, simulated: float) -> float | None:
+    """Signed error of the simulation, % of the measured value (None when nothing was measured)."""
+    if measured is None or simulated is None or measured == 0:
+        return None
+    return 100.0 * (simulated - measured) / measured
+
+
+def reduction_pct(reload_s: float, other_s: float) -> float:
+    """How much faster `other` is than reload, % of reload."""
+    return 100.0 * (reload_s - other_s) / reload_s
+
+
+def compare_runs(name: str, measured: dict, simulated: dict) -> dict:
+    """One row of the fidelity table from two summaries (summary.json dicts) of the same plan."""
+    row = {
+        "name": name, "task": measured.get("task"), "policy": measured.get("policy"),
+        "measured_e2e_s": measured["e2e_s"], "simulated_e2e_s": simulated["e2e_s"],
+        "e2e_error_pct": error_pct(measured["e2e_s"], simulated["e2e_s"]),
+        "lower_bound_s": simulated.get("lower_bound_s"),
+        "measured_peak_bytes": measured["peak_bytes"], "simulated_peak_bytes": simulated["peak_bytes"],
+        "peak_error_pct": error_pct(measured["peak_bytes"], simulated["peak_bytes"]),
+        "simulated_oom": simulated.get("oom", False),
+        "stages": {},
+    }
+    m_st, s_st = measured.get("stage_totals_s", {}), simulated.get("stage_totals_s", {})
+    for stage in STAGES:
+        if stage in m_st or stage in s_st:
+            m, s = m_st.get(stage, 0.0), s_st.get(stage, 0.0)
+            row["stages"][stage] = {"measured_s": m, "simulated_s": s, "error_pct": error_pct(m, s)}
+    return row
+
+
+def reductions(rows: list[dict], groups: dict[str, str]) -> list[dict]:
+    """For each reuse row whose group has a reload row: measured vs simulated reduction (pp).
+
+    `groups` maps row name -> group key (scenarios equal in everything but policy and name)."""
+    out = []
+    reload_of = {groups[r["name"]]: r for r in rows if r["policy"] == "reload"}
+    for r in rows:
+        base = reload_of.get(groups[r["name"]])
+        if r["policy"] == "reload" or base is None:
+            continue
+        m = reduction_pct(base["measured_e2e_s"], r["measured_e2e_s"])
+        s = reduction_pct(base["simulated_e2e_s"], r["simulated_e2e_s"])
+        out.append({"group": groups[r["name"]], "policy": r["policy"], "reload": base["name"], "scenario": r["name"],
+                    "measured_reduction_pct": m, "simulated_reduction_pct": s, "error_pp": s - m})
+    return out
+
+
+def summarize_errors(rows: list[dict], reds: list[dict]) -> dict:
+    def stats(xs):
+        xs = [abs(x) for x in xs if x is not None]
+        return {"median": statistics.median(xs) if xs else None, "max": max(xs) if xs else None, "n": len(xs)}
+    return {
+        "e2e_abs_error_pct": stats(r["e2e_error_pct"] for r in rows),
+        "peak_abs_error_pct": stats(r["peak_error_pct"] for r in rows),
+        "reduction_abs_error_pp": stats(r["error_pp"] for r in reds),
+        "worst_e2e": max(rows, key=lambda r: abs(r["e2e_error_pct"] or 0))["name"] if rows else None,
+        "worst_peak": max(rows, key=lambda r: abs(r["peak_error_pct"] or 0))["name"] if rows else None,
+    }

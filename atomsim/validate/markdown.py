@@ -1,0 +1,64 @@
+"""The fidelity report as Markdown tables."""
+from __future__ import annotations
+
+GB = 1e9
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:+.1f}%"
+
+
+def fidelity_table(result: dict) -> str:
+    lines = ["| scenario | policy | clips | measured e2e (s) | simulated e2e (s) | error | measured peak (GB) | simulated peak (GB) | error |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["scenarios"]:
+        lines.append(f"| {r['name']} | {r['policy']} | {r.get('clips', '')} | {r['measured_e2e_s']:.2f} | "
+                     f"{r['simulated_e2e_s']:.2f} | {_pct(r['e2e_error_pct'])} | {r['measured_peak_bytes'] / GB:.3f} | "
+                     f"{r['simulated_peak_bytes'] / GB:.3f} | {_pct(r['peak_error_pct'])} |")
+    return "\n".join(lines)
+
+
+def stage_table(result: dict) -> str:
+    stages = ["load", "encode", "caption", "index", "script"]
+    lines = ["| scenario | " + " | ".join(f"{s} meas/sim (s) err" for s in stages) + " |",
+             "|---|" + "---|" * len(stages)]
+    for r in result["scenarios"]:
+        cells = []
+        for s in stages:
+            st = r["stages"].get(s)
+            cells.append("" if not st else f"{st['measured_s']:.2f}/{st['simulated_s']:.2f} {_pct(st['error_pct'])}")
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reduction_table(result: dict) -> str:
+    lines = ["| reuse scenario | vs reload | measured reduction | simulated reduction | error (pp) |", "|---|---|---|---|---|"]
+    for d in result["reductions"]:
+        lines.append(f"| {d['scenario']} ({d['policy']}) | {d['reload']} | {d['measured_reduction_pct']:.1f}% | "
+                     f"{d['simulated_reduction_pct']:.1f}% | {d['error_pp']:+.1f} |")
+    return "\n".join(lines)
+
+
+def fidelity_markdown(result: dict) -> str:
+    s = result["summary"]
+    m = result["machine"]
+
+    def fmt(d, unit):
+        return "n/a" if d["median"] is None else f"median {d['median']:.1f}{unit}, max {d['max']:.1f}{unit} (n={d['n']})"
+
+    return "\n\n".join([
+        "# atomsim fidelity report",
+        f"Date: {result['date']}. Machine: {m.get('cpu', '?')} ({m.get('machine')}, {m.get('cpus')} CPUs), "
+        f"{m.get('platform')}, Python {m.get('python')}, torch {m.get('torch', '?')}. "
+        f"Profile: `{result.get('profile')}` (source: {result.get('profile_source')}).",
+        "## Summary\n\n"
+        f"- end-to-end time, |error|: {fmt(s['e2e_abs_error_pct'], '%')}\n"
+        f"- peak memory, |error|: {fmt(s['peak_abs_error_pct'], '%')}\n"
+        f"- reduction against reload, |error|: {fmt(s['reduction_abs_error_pp'], ' pp')}\n"
+        f"- largest end-to-end error: {s['worst_e2e']}; largest peak error: {s['worst_peak']}",
+        "## End-to-end time and peak memory\n\n" + fidelity_table(result),
+        "## Stages (busy time summed over steps)\n\n" + stage_table(result),
+        "## Reduction against reload\n\n" + reduction_table(result),
+        "Errors are (simulated − measured) / measured. The pictures beside this file draw the measured "
+        "timeline above the simulated one for each scenario.\n",
+    ])

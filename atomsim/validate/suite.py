@@ -1,0 +1,118 @@
+"""Run each scenario for real, simulate the same plan with the profile, compare, write the report.
+
+The runner and the simulator execute the same plan: the simulator is given the number of clips
+the runner really cut from the videos. Weight files are evicted from the page cache before each
+real run (where the OS allows) so that both start cold, as a phone app does after a restart.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..io import atomic_write_json, atomic_write_text, check_writable_dir
+from ..schema.profile import Profile
+from ..schema.scenario import Scenario
+from .compare import compare_runs, reductions, summarize_errors
+from .markdown import fidelity_markdown
+
+
+def group_key(scenario: Scenario) -> str:
+    """Scenarios equal in everything but name, policy and threads form one group (reload vs reuse)."""
+    data = scenario.model_dump(mode="json")
+    for key in ("name", "policy", "threads"):
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def evict_weights(scenario: Scenario, store) -> bool:
+    """Drop the scenario's weight files from the page cache; True if the OS accepted it."""
+    try:
+        from .. import models
+    except ImportError:
+        return False
+    ok = True
+    for model in ("video-encoder", "decoder", "bert-decoder", "sentence-encoder"):
+        try:
+            files = models.weight_files(scenario.models.preset, model, scenario.models.quant_of(model), store)
+        except Exception:
+            continue
+        for f in files:
+            try:
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+            except (OSError, AttributeError):
+                ok = False
+    return ok
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
+            "cpus": os.cpu_count()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.lower().startswith(("model name", "hardware")):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def validate_one(scenario: Scenario, profile: Profile, videos: list[str], out_dir: Path, store=None,
+                 cold: bool = True) -> tuple[dict, object, object]:
+    """Run and simulate one scenario; write both traces and the side-by-side picture."""
+    from ..run import run_scenario
+    from ..sim import simulate, write_result
+
+    evicted = evict_weights(scenario, store) if cold else False
+    measured = run_scenario(scenario, videos, out_dir=out_dir / "measured", store=store, progress=False)
+    clips = sum(1 for s in measured.trace.spans if s.stage == "encode")
+    sim = simulate(scenario, profile, clips=clips)
+    write_result(sim, out_dir / "simulated")
+    row = compare_runs(scenario.name, measured.summary, sim.summary)
+    row["clips"] = clips
+    row["quant"] = scenario.models.quant
+    row["threads"] = scenario.threads.model_dump()
+    row["evicted_before_run"] = evicted
+    return row, measured.trace, sim.trace
+
+
+def validate_suite(scenarios: list[Scenario], profile: Profile, videos: list[str], out_dir, store=None,
+                   profile_path: str | None = None, progress: bool = True) -> dict:
+    out_dir = check_writable_dir(out_dir)
+    rows, groups = [], {}
+    from tqdm import tqdm
+    bar = tqdm(scenarios, desc="validate", unit="scenario", disable=not progress)
+    for sc in bar:
+        bar.set_postfix_str(sc.name)
+        row, mtrace, strace = validate_one(sc, profile, videos, out_dir / sc.name, store)
+        rows.append(row)
+        groups[sc.name] = group_key(sc)
+        try:
+            from ..report.timeline import plot_timeline
+            plot_timeline([mtrace, strace], out_dir / f"{sc.name}.png",
+                          titles=[f"{sc.name}: measured", f"{sc.name}: simulated"])
+        except ImportError:
+            pass
+    reds = reductions(rows, groups)
+    result = {
+        "version": 1, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(), "profile": profile_path, "profile_source": profile.source,
+        "scenarios": rows, "reductions": reds, "summary": summarize_errors(rows, reds),
+    }
+    atomic_write_json(out_dir / "fidelity.json", result)
+    atomic_write_text(out_dir / "fidelity.md", fidelity_markdown(result))
+    return result

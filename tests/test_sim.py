@@ -1,0 +1,229 @@
+"""Simulator: analytic golden cases, loading and page cache, memory and OOM, errors, torch-free import."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import simpy
+
+from atomsim.errors import ConfigError, ProfileError
+from atomsim.schema.plan import ModuleRef, Plan, Step
+from atomsim.sim import simulate
+from atomsim.sim.cpu import Cpu, LatencyCurve
+from atomsim.sim.engine import Engine
+from test_sim_helpers import GB, make_profile, make_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_LOADS = {"video-encoder": 1.0, "decoder": 2.0, "bert-decoder": 1.5, "sentence-encoder": 0.5}  # warm = cold
+
+
+def test_import_and_simulate_without_torch():
+    code = ("import sys; import atomsim.sim as s; assert 'torch' not in sys.modules, 'import'; "
+            "from atomsim.schema.scenario import load_scenario; "
+            f"sc = load_scenario({str(ROOT / 'scenarios/paper/assembly-pixel_5a.yaml')!r}); "
+            "r = s.simulate(sc, None, 'reuse-parallel'); "
+            "from atomsim.sim import cli; "
+            "assert 'torch' not in sys.modules, 'simulate'; assert 'matplotlib' not in sys.modules, 'mpl'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+# ---- processor sharing
+
+def run_jobs(cores, jobs):
+    env = simpy.Environment()
+    cpu = Cpu(env, cores)
+    ends = {}
+
+    def job(name, threads, curve, at):
+        yield env.timeout(at)
+        yield cpu.run(name, threads, curve)
+        ends[name] = env.now
+
+    for name, threads, curve, at in jobs:
+        env.process(job(name, threads, curve, at))
+    env.run()
+    return ends
+
+
+def test_three_one_second_jobs_on_two_cores_finish_at_1_5():
+    ends = run_jobs(2, [(f"j{i}", 1, LatencyCurve({1: 1.0}), 0) for i in range(3)])
+    assert ends == pytest.approx({"j0": 1.5, "j1": 1.5, "j2": 1.5})
+
+
+def test_arrival_midway_reshares():
+    # 2 jobs on 1 core: A alone for 0.5 s (half done), then both at half speed: A ends at 1.5, B at 2.0
+    ends = run_jobs(1, [("a", 1, LatencyCurve({1: 1.0}), 0), ("b", 1, LatencyCurve({1: 1.0}), 0.5)])
+    assert ends["a"] == pytest.approx(1.5) and ends["b"] == pytest.approx(2.0)
+
+
+def test_speedup_curve_interpolates_and_shares():
+    curve = LatencyCurve({1: 4.0, 2: 2.5, 4: 2.0})
+    assert curve(2) == pytest.approx(2.5)
+    assert curve(3) == pytest.approx(1 / 0.45)      # speed-up 0.4 -> 0.5, linear
+    assert curve(8) == pytest.approx(2.0)           # flat above the largest count
+    assert curve(0.5) == pytest.approx(8.0)         # linear below one thread
+    ends = run_jobs(4, [("a", 4, curve, 0), ("b", 4, curve, 0)])   # each gets 2 threads
+    assert ends["a"] == pytest.approx(2.5) and ends["b"] == pytest.approx(2.5)
+
+
+# ---- plans executed
+
+def test_reload_is_the_sum_of_its_loads_and_ops():
+    prof = make_profile()
+    res = simulate(make_scenario(policy="reload", clips=5), prof)
+    n = 5
+    loads = 1.0 + 1.5 + 0.5 + 2.0
+    ops = n * (1.0 + 1.0) + 0.6 * n / 6 + 0.6 / 6 + 3.0
+    assert res.summary["e2e_s"] == pytest.approx(loads + ops)
+    assert res.summary["lower_bound_s"] == pytest.approx(loads + ops)
+    assert res.summary["cold_loads"] == 4 and not res.summary["oom"]
+    assert res.summary["stage_totals_s"]["load"] == pytest.approx(loads)
+
+
+def test_reuse_parallel_pipelines_encode_and_caption():
+    prof = make_profile(encode=2.0, caption=1.0, warm=CPU_LOADS)   # loads without reads: no storage sharing
+    n = 5
+    res = simulate(make_scenario(policy="reuse-parallel", clips=n), prof)
+    tail = 1.0 + 0.6 * n / 6 + 0.6 / 6 + 3.0     # last caption, index, embed prompt, script
+    assert res.summary["e2e_s"] == pytest.approx(1.0 + n * 2.0 + tail)   # load + n max(e, c) + tail
+    serial = simulate(make_scenario(policy="reuse-serial", clips=n), prof)
+    assert res.summary["e2e_s"] < serial.summary["e2e_s"]
+
+
+def test_reuse_parallel_caption_bound():
+    prof = make_profile(encode=1.0, caption=3.0, warm=CPU_LOADS)
+    n = 6
+    res = simulate(make_scenario(policy="reuse-parallel", clips=n), prof)
+    # decoder lane: its own load (2 s) is after encode 0 (1+1 s): captions back to back from 2 s
+    assert res.summary["e2e_s"] == pytest.approx(2.0 + n * 3.0 + 0.6 * n / 6 + 0.6 / 6 + 3.0)
+
+
+def test_oversubscribed_cores_slow_the_parallel_lanes():
+    prof = make_profile(encode=1.0, caption=1.0)
+    res = simulate(make_scenario(policy="reuse-parallel", clips=4, cores=1), prof)
+    fast = simulate(make_scenario(policy="reuse-parallel", clips=4, cores=8), prof)
+    assert res.summary["e2e_s"] > fast.summary["e2e_s"]
+    assert res.summary["e2e_s"] >= res.summary["lower_bound_s"] - 1e-9
+
+
+def test_corun_slowdown_applies_while_both_run():
+    corun = [{"a": "video-encoder/fp32:encode", "b": "decoder/fp32:caption", "slowdown_a": 1.5, "slowdown_b": 1.5}]
+    base = simulate(make_scenario(policy="reuse-parallel"), make_profile())
+    slow = simulate(make_scenario(policy="reuse-parallel"), make_profile(corun=corun))
+    assert slow.summary["e2e_s"] > base.summary["e2e_s"]
+    assert slow.summary["e2e_s"] >= slow.summary["lower_bound_s"]
+
+
+def test_generate_scales_by_tokens_when_profiled():
+    prof = make_profile()
+    prof.modules["decoder/fp32"].ops["generate"].shape = {"tokens": 32}
+    sc = make_scenario(policy="reuse-serial")   # script_tokens 64 -> twice the profiled 3 s
+    res = simulate(sc, prof)
+    span = next(s for s in res.trace.spans if s.step == "script")
+    assert span.dur_s == pytest.approx(6.0)
+
+
+# ---- loading, storage, page cache
+
+def test_cold_loads_share_storage_bandwidth_on_another_device():
+    prof = make_profile()   # files: encoder 0.25 GB, decoder 0.5 GB, MiniLM 0.025 GB; device differs
+    sc = make_scenario(policy="reuse-parallel", storage_mb_s=100, device="other")
+    res = simulate(sc, prof)
+    ends = {s.step: s.end_s for s in res.trace.spans if s.kind == "load"}
+    # three reads share 100 MB/s: MiniLM done at 0.75 s, encoder at 5.25 s, decoder at 7.75 s; + warm CPU work
+    assert ends["load:sentence-encoder"] == pytest.approx(0.75 + 0.125)
+    assert ends["load:video-encoder"] == pytest.approx(5.25 + 0.25)
+    assert ends["load:decoder"] == pytest.approx(7.75 + 0.5)
+
+
+def test_warm_start_uses_warm_loads():
+    res = simulate(make_scenario(policy="reload", page_cache="warm"), make_profile())
+    assert res.summary["warm_loads"] == 4 and res.summary["cold_loads"] == 0
+    loads = {s.step: s.dur_s for s in res.trace.spans if s.kind == "load"}
+    assert loads["load:script-lm"] == pytest.approx(0.5)
+
+
+def reload_twice_plan():
+    steps = (
+        Step("load:a", "load", "load", "main", "a"), Step("free:a", "free", "free", "main", "a"),
+        Step("load:b", "load", "load", "main", "b"), Step("free:b", "free", "free", "main", "b"),
+        Step("load:a#2", "load", "load", "main", "a"),
+    )
+    return Plan("retrieval", "custom", {"a": ModuleRef("video-encoder", "fp32"), "b": ModuleRef("decoder", "fp32")},
+                steps, ("main",), 1).validate()
+
+
+@pytest.mark.parametrize("ram_gb, warm", [(16, True), (1.2, False)])
+def test_page_cache_keeps_files_only_while_free_ram_allows(ram_gb, warm):
+    sc = make_scenario(ram_gb=ram_gb)
+    eng = Engine(reload_twice_plan(), make_profile(), sc.device).run()
+    assert [ld["warm"] for ld in eng.loads] == [False, False, warm]
+    again = next(s for s in eng.trace.spans if s.step == "load:a#2")
+    assert again.dur_s == pytest.approx(0.25 if warm else 1.0)
+
+
+# ---- memory
+
+def test_memory_breakdown_and_peak():
+    prof = make_profile(act=10_000_000, inputs=1_000_000, transient=50_000_000)
+    res = simulate(make_scenario(policy="reuse-parallel"), prof)
+    s = res.summary
+    weights = GB // 2 + GB + GB // 20
+    assert s["breakdown_bytes"]["baseline"] == 100_000_000
+    assert s["peak_bytes"] == max(100_000_000 + weights + 3 * 50_000_000, 100_000_000 + weights + 22_000_000)
+    assert all(v >= 0 for _, b in res.trace.memory for v in b.values())
+    assert sum(res.trace.memory[-1][1].values()) == 100_000_000   # everything freed at the end
+
+
+def test_out_of_memory_at_a_known_step():
+    # reload: baseline 0.1 GB + encoder 0.5 GB = 0.6 GB; loading the BERT decoder (0.25 GB) passes 0.7 GB
+    res = simulate(make_scenario(policy="reload", ram_gb=0.7), make_profile())
+    s = res.summary
+    assert s["oom"] is True and s["completed"] is False
+    ev = s["oom_event"]
+    assert ev["step"] == "load:caption-decoder"
+    assert ev["t_s"] == pytest.approx(1.0)
+    assert ev["limit_bytes"] == 700_000_000
+    assert ev["breakdown_bytes"]["weights"] == GB // 2 + GB // 4
+    assert ev["breakdown_bytes"]["baseline"] == 100_000_000
+    assert ev["total_bytes"] == 850_000_000
+
+
+def test_paper_baseline_resident_is_oom_and_reuse_fits():
+    from atomsim.schema.scenario import load_scenario
+    sc = load_scenario(ROOT / "scenarios/paper/assembly-pixel_5a-baseline-resident.yaml")
+    base = simulate(sc, None, "baseline-resident")
+    assert base.summary["oom"] and base.summary["oom_event"]["step"] == "load:script-lm"
+    for pol in ("reuse-serial", "reuse-parallel"):
+        assert not simulate(sc, None, pol).summary["oom"]
+
+
+# ---- errors
+
+def test_profile_lacking_a_module_names_module_and_step():
+    prof = make_profile()
+    del prof.modules["bert-decoder/fp32"]
+    with pytest.raises(ProfileError, match=r"bert-decoder/fp32") as e:
+        simulate(make_scenario(policy="reload"), prof)
+    assert "caption" in str(e.value) or "load:caption-decoder" in str(e.value)
+
+
+def test_profile_lacking_an_op_names_op_and_module():
+    prof = make_profile()
+    del prof.modules["decoder/fp32"].ops["generate"]
+    with pytest.raises(ProfileError, match=r"'generate'.*decoder/fp32"):
+        simulate(make_scenario(policy="reuse-serial"), prof)
+
+
+def test_unknown_policy_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown policy 'fast'.*reload.*reuse-parallel"):
+        simulate(make_scenario(), make_profile(), "fast")
+
+
+def test_missing_profile_is_named():
+    with pytest.raises(ConfigError, match="profile"):
+        simulate(make_scenario(), None)

@@ -1,0 +1,40 @@
+"""The validator's arithmetic, on summaries whose errors are known."""
+import pytest
+
+from atomsim.validate.compare import compare_runs, error_pct, reduction_pct, reductions, summarize_errors
+from atomsim.validate.markdown import fidelity_markdown
+
+
+def summary(policy, e2e, peak, **stages):
+    return {"task": "assembly", "policy": policy, "e2e_s": e2e, "peak_bytes": peak, "stage_totals_s": stages}
+
+
+def test_error_and_reduction_signs():
+    assert error_pct(10.0, 11.0) == pytest.approx(10.0)
+    assert error_pct(10.0, 9.0) == pytest.approx(-10.0)
+    assert error_pct(0.0, 1.0) is None
+    assert reduction_pct(40.0, 30.0) == pytest.approx(25.0)
+
+
+def test_compare_rows_and_reductions():
+    m_reload, s_reload = summary("reload", 40.0, 2e9, load=10.0, encode=5.0), summary("reload", 42.0, 2.1e9, load=11.0, encode=5.0)
+    m_par, s_par = summary("reuse-parallel", 30.0, 2e9), summary("reuse-parallel", 30.0, 1.8e9)
+    rows = [compare_runs("a-reload", m_reload, s_reload), compare_runs("a-par", m_par, s_par)]
+    assert rows[0]["e2e_error_pct"] == pytest.approx(5.0)
+    assert rows[0]["stages"]["load"]["error_pct"] == pytest.approx(10.0)
+    assert rows[1]["peak_error_pct"] == pytest.approx(-10.0)
+    reds = reductions(rows, {"a-reload": "g", "a-par": "g"})
+    assert len(reds) == 1
+    assert reds[0]["measured_reduction_pct"] == pytest.approx(25.0)
+    assert reds[0]["simulated_reduction_pct"] == pytest.approx(100 * 12 / 42)
+    s = summarize_errors(rows, reds)
+    assert s["e2e_abs_error_pct"]["max"] == pytest.approx(5.0)
+    assert s["worst_peak"] == "a-par"
+    md = fidelity_markdown({"date": "d", "machine": {}, "profile": "p", "profile_source": "measured",
+                            "scenarios": rows, "reductions": reds, "summary": s})
+    assert "a-par" in md and "+5.0%" in md
+
+
+def test_reduction_needs_a_reload_twin():
+    rows = [compare_runs("x", summary("reuse-serial", 3.0, 1), summary("reuse-serial", 3.0, 1))]
+    assert reductions(rows, {"x": "g"}) == []
