@@ -101,6 +101,8 @@ def run_scenario(scenario, videos, policy=None, out_dir=None, store=None, querie
     try:
         t_read = time.perf_counter()
         clips, infos, skipped = read_videos(videos, w, bar)
+        if w.clips is not None:
+            clips = clips[:w.clips]   # the scenario asks for at most this many clips
         read_s = time.perf_counter() - t_read
         if not clips:
             reasons = "; ".join(s["reason"] for s in skipped)

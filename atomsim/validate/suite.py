@@ -93,6 +93,10 @@ def validate_one(scenario: Scenario, profile: Profile, videos: list[str], out_di
 def validate_suite(scenarios: list[Scenario], profile: Profile, videos: list[str], out_dir, store=None,
                    profile_path: str | None = None, progress: bool = True) -> dict:
     out_dir = check_writable_dir(out_dir)
+    from ..plan import make_plan
+    from ..sim.engine import check_profile
+    for sc in scenarios:   # a profile that lacks a module or op fails before any real run
+        check_profile(profile, make_plan(sc))
     rows, groups = [], {}
     from tqdm import tqdm
     bar = tqdm(scenarios, desc="validate", unit="scenario", disable=not progress)

@@ -1,0 +1,87 @@
+"""The validator end to end on the tiny preset: real runs, simulated runs, one report.
+
+The profile here is made up (the errors it gives are not asserted): what is checked is that the
+same plan runs on both sides, the files are written, and the figures are where they belong.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import videos as tv  # noqa: E402
+
+from atomsim.cli import main  # noqa: E402
+from atomsim.schema.profile import Profile, Stat, save_profile  # noqa: E402
+from atomsim.schema.scenario import scenario_from_mapping  # noqa: E402
+
+
+def made_up_profile(quant="fp32") -> Profile:
+    def module(model, mb, ops):
+        return {"model": model, "quant": quant, "preset": "tiny", "file_bytes": mb * 10**6, "resident_bytes": mb * 10**6,
+                "load": {"cold_s": Stat.of([0.05, 0.06]).model_dump(), "warm_s": Stat.of([0.02, 0.03]).model_dump(),
+                         "transient_bytes": [0, 10**6]},
+                "ops": {op: {"latency_s": {"1": Stat.of([lat]).model_dump(), "2": Stat.of([lat * 0.6]).model_dump()},
+                             "activation_peak_bytes": 10**6, "input_bytes": 10**5, "items": 1} for op, lat in ops.items()}}
+    mods = [module("video-encoder", 2, {"encode": 0.02}), module("decoder", 3, {"caption": 0.05, "generate": 0.1}),
+            module("bert-decoder", 2, {"caption": 0.04}), module("sentence-encoder", 90, {"embed": 0.01})]
+    return Profile.model_validate({"version": 1, "source": "measured", "baseline_rss_bytes": 400 * 10**6,
+                                   "storage_read_bytes_per_s": 1e9, "modules": {f"{m['model']}/{quant}": m for m in mods}})
+
+
+def scenario(name, policy, clips=2):
+    return {"name": name, "device": "host", "policy": policy,
+            "workload": {"task": "assembly", "clips": clips, "top_k": 2, "prompt": "a highlight reel"},
+            "models": {"preset": "tiny", "quant": "fp32"}, "threads": {"main": 1, "encoder": 1, "decoder": 1}}
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return tv.make_video(tmp_path_factory.mktemp("v") / "v.mp4", seconds=22.0, width=80, height=60, fps=5)  # 3 clips
+
+
+def test_validate_suite_runs_the_same_plan_on_both_sides(tiny_store, video, tmp_path):
+    from atomsim.validate.suite import validate_suite
+    scenarios = [scenario_from_mapping(scenario(n, p), n) for n, p in (("a-reload", "reload"), ("a-par", "reuse-parallel"))]
+    result = validate_suite(scenarios, made_up_profile(), [str(video)], tmp_path / "out", store=tiny_store, progress=False)
+    rows = {r["name"]: r for r in result["scenarios"]}
+    assert set(rows) == {"a-reload", "a-par"}
+    for name, r in rows.items():
+        assert r["clips"] == 2                     # the scenario's cap, though the video has 3 clips
+        m = json.loads((tmp_path / "out" / name / "measured" / "summary.json").read_text())
+        s = json.loads((tmp_path / "out" / name / "simulated" / "summary.json").read_text())
+        assert r["measured_e2e_s"] == m["e2e_s"] and r["simulated_e2e_s"] == s["e2e_s"]
+        assert m["steps"] == s["steps"]            # same plan, step for step
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 0
+    assert len(result["reductions"]) == 1 and result["reductions"][0]["policy"] == "reuse-parallel"
+    assert (tmp_path / "out" / "fidelity.md").read_text().startswith("# atomsim fidelity report")
+    saved = json.loads((tmp_path / "out" / "fidelity.json").read_text())
+    assert saved["summary"]["e2e_abs_error_pct"]["n"] == 2
+
+
+def test_validate_cli_bad_profile_names_the_field(tmp_path, capsys, video):
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps({"version": 99, "modules": {}}))
+    sc = tmp_path / "s.yaml"
+    import yaml
+    sc.write_text(yaml.safe_dump(scenario("s", "reload")))
+    code = main(["validate", str(sc), "--profile", str(bad), "--videos", str(video), "--out", str(tmp_path / "o")])
+    assert code != 0
+    assert "version" in capsys.readouterr().err
+
+
+def test_validate_profile_missing_a_module_names_it(tmp_path, capsys, video, tiny_store):
+    prof = made_up_profile()
+    prof.modules.pop("bert-decoder/fp32")
+    p = tmp_path / "p.json"
+    save_profile(prof, p)
+    import yaml
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump(scenario("s", "reload")))
+    code = main(["validate", str(sc), "--profile", str(p), "--videos", str(video), "--store", str(tiny_store),
+                 "--out", str(tmp_path / "o")])
+    assert code != 0
+    assert "bert-decoder/fp32" in capsys.readouterr().err
