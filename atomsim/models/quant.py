@@ -14,6 +14,7 @@ share one quantized tensor between F.embedding and F.linear under different conf
 from __future__ import annotations
 
 import platform
+import warnings
 
 import torch
 from torch import nn
@@ -44,6 +45,12 @@ def _untie(m: nn.Module) -> None:
                 seen[id(p)] = True
 
 
+def _embedding_filter(mod, fqn: str) -> bool:
+    # CLIP's position table (257 x 1024, 0.1% of the encoder) stays float: interpolating it for
+    # other frame sizes reshapes the weight itself, which torchao's Int8Tensor does not support.
+    return isinstance(mod, nn.Embedding) and not fqn.endswith("embeddings.position_embedding")
+
+
 def quantize(m: nn.Module, quant: str) -> nn.Module:
     """Quantize a filled float module in place (build time only; loading never calls this)."""
     if quant == "fp32":
@@ -54,11 +61,13 @@ def quantize(m: nn.Module, quant: str) -> nn.Module:
                                           quantize_)
         lin_cfg = Int8DynamicActivationInt8WeightConfig() if quant == "torchao-int8" else Int8WeightOnlyConfig()
         quantize_(m, lin_cfg, filter_fn=lambda mod, fqn: isinstance(mod, nn.Linear))
-        quantize_(m, Int8WeightOnlyConfig(), filter_fn=lambda mod, fqn: isinstance(mod, nn.Embedding))
+        quantize_(m, Int8WeightOnlyConfig(), filter_fn=_embedding_filter)
         return m
     if quant == "torch-dynamic-int8":
         set_engine()
-        return torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8, inplace=True)
     raise ValueError(quant)
 
 

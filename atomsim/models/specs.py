@@ -34,8 +34,8 @@ _LLAMA = {
                   rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
                                 "high_freq_factor": 4.0,
                                 "original_max_position_embeddings": 8192}),
-    "small": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
-                  num_key_value_heads=2, intermediate_size=2048, vocab_size=32000,
+    "small": dict(hidden_size=1024, num_hidden_layers=8, num_attention_heads=16,
+                  num_key_value_heads=4, intermediate_size=4096, vocab_size=32000,
                   head_dim=64, tie_word_embeddings=True, rope_theta=500000.0,
                   max_position_embeddings=4096, rms_norm_eps=1e-5),
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -46,16 +46,16 @@ _LLAMA = {
 _CLIP = {
     "paper": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                   intermediate_size=4096, patch_size=14, image_size=224, projection_dim=768),
-    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
-                  intermediate_size=1536, patch_size=14, image_size=224, projection_dim=384),
+    "small": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
+                  intermediate_size=2048, patch_size=14, image_size=224, projection_dim=512),
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                  intermediate_size=64, patch_size=14, image_size=224, projection_dim=32),
 }
 _BERT = {
     "paper": dict(hidden_size=1024, num_hidden_layers=16, num_attention_heads=16,
                   intermediate_size=4096, vocab_size=30522, max_position_embeddings=512),
-    "small": dict(hidden_size=384, num_hidden_layers=4, num_attention_heads=6,
-                  intermediate_size=1536, vocab_size=30522, max_position_embeddings=512),
+    "small": dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12,
+                  intermediate_size=3072, vocab_size=30522, max_position_embeddings=512),
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                  intermediate_size=64, vocab_size=1024, max_position_embeddings=128),
 }

@@ -57,7 +57,7 @@ class VideoEncoder(nn.Module):
 
     def forward(self, frames):
         out = self.vision(pixel_values=frames, interpolate_pos_encoding=True).pooler_output
-        return self.proj(out.mean(0))
+        return self.proj(out.mean(0, keepdim=True))[0]
 
 
 class LlamaDecoder(nn.Module):
@@ -182,9 +182,9 @@ def bert_caption(m: BertCaptioner, features, beam=4, tokens=23) -> list[int]:
     inp = seqs
     for step in range(tokens):
         n = seqs.shape[0]
-        out = b(input_ids=inp, encoder_hidden_states=enc.expand(n, -1, -1), past_key_values=cache,
+        out = b(input_ids=inp, encoder_hidden_states=enc.expand(n, -1, -1), cache=cache,
                 use_cache=True)
-        cache = out.past_key_values
+        cache = getattr(out, "cache", None) or out.past_key_values
         logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         cand = (scores[:, None] + logp).reshape(-1)
         k = beam if step < tokens else 1

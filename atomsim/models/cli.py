@@ -1,0 +1,79 @@
+"""`atomsim models list|build`. Imports nothing heavy at import time."""
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("models", help="list and build the module zoo (model store)")
+    sub = p.add_subparsers(dest="models_command", metavar="{list,build}")
+    ls = sub.add_parser("list", help="presets, modules, parameter counts and bytes on disk per backend")
+    ls.add_argument("--preset", action="append", help="preset (repeatable; default: all)")
+    ls.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
+    ls.set_defaults(func=cmd_list)
+    b = sub.add_parser("build", help="build synthetic (seeded) weights, quantized, into the store")
+    b.add_argument("--preset", required=True)
+    b.add_argument("--model", action="append", help="model (repeatable; default: all)")
+    b.add_argument("--quant", action="append", help="backend (repeatable; default: all)")
+    b.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
+    b.add_argument("--force", action="store_true", help="rebuild even if present")
+    b.set_defaults(func=cmd_build)
+    p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
+
+
+def _mb(n) -> str:
+    return f"{n / 1e6:,.1f}"
+
+
+def cmd_list(args) -> int:
+    from .specs import BACKENDS, MODELS, PRESETS, check, default_store
+    presets = args.preset or list(PRESETS)
+    for pr in presets:
+        check(preset=pr)
+    from pathlib import Path
+    from . import spec, store as st
+    root = Path(args.store) if args.store else default_store()
+    head = ["preset", "model", "params"] + [f"{q} MB" for q in BACKENDS]
+    rows = []
+    for pr in presets:
+        for m in MODELS:
+            s = spec(pr, m)
+            cells = [pr, m, f"{s.params / 1e6:,.1f}M"]
+            for q in BACKENDS:
+                f = st.weight_files(pr, m, q, root)[0]
+                if f.exists() and (f.parent / "atomsim.json").exists():
+                    cells.append(_mb(f.stat().st_size) + " (built)")
+                else:
+                    cells.append("~" + _mb(s.param_bytes[q]))
+            rows.append(cells)
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    out = sys.stdout
+    out.write("  ".join(h.ljust(w) for h, w in zip(head, widths)) + "\n")
+    for r in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "\n")
+    out.write(f"store: {root}   (~ = estimated from shapes and dtypes; (built) = file size on disk)\n")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from .specs import BACKENDS, MODELS, check, default_store
+    check(preset=args.preset)
+    models = args.model or list(MODELS)
+    quants = args.quant or list(BACKENDS)
+    for m in models:
+        check(model=m)
+    for q in quants:
+        check(quant=q)
+    from pathlib import Path
+    from tqdm import tqdm
+    from . import store as st
+    root = st.check_writable(Path(args.store) if args.store else default_store())
+    jobs = [(m, q) for m in models for q in quants]
+    with tqdm(total=len(jobs), desc=f"build {args.preset}", unit="module", file=sys.stderr) as bar:
+        for m, q in jobs:
+            bar.set_postfix_str(f"{m}/{q}")
+            st.build(args.preset, m, q, store=root, force=args.force,
+                     progress=lambda msg: bar.set_postfix_str(msg))
+            bar.update(1)
+    sys.stdout.write(f"built {len(jobs)} module(s) of preset {args.preset} in {root}\n")
+    return 0
