@@ -152,6 +152,8 @@ def run_scenario(scenario, videos, policy=None, out_dir=None, store=None, querie
         "instances": {k: v.key for k, v in plan.instances.items()},
         "memory_events": monitor.events})
     summary["peak_bytes"], summary["breakdown_bytes"] = int(peak), {k: int(v) for k, v in breakdown.items()}
+    from ..report.energy import add_energy
+    summary = add_energy(summary, trace, sc.device)
 
     results = pipe.results()
     results.update({"policy": plan.policy, "scenario": sc.name, "skipped": skipped,

@@ -55,7 +55,7 @@ def table(results: dict, reference=None) -> str:
     """The comparison table: policy, e2e, lower bound, reduction vs reload, peak GB, OOM."""
     ref = reference or results.get("reload")
     ref_e2e = None if ref is None or ref.summary["oom"] else ref.summary["e2e_s"]
-    rows = [("policy", "e2e (s)", "lower bound (s)", "e2e vs reload", "peak (GB)", "OOM")]
+    rows = [("policy", "e2e (s)", "lower bound (s)", "e2e vs reload", "peak (GB)", "energy (J)", "OOM")]
     for p, r in results.items():
         s = r.summary
         e2e = f"{s['e2e_s']:.2f}" + (" (stopped)" if s["oom"] else "")
@@ -64,9 +64,10 @@ def table(results: dict, reference=None) -> str:
         if s["oom"]:
             ev = s["oom_event"]
             oom = f"yes at {ev['t_s']:.2f} s, {ev['step']} ({ev['total_bytes'] / 1e9:.3f} > {ev['limit_bytes'] / 1e9:.3f} GB)"
-        rows.append((p, e2e, f"{s['lower_bound_s']:.2f}", red, f"{s['peak_bytes'] / 1e9:.3f}", oom))
+        energy = f"{s['energy_j']:.0f}" if "energy_j" in s else "-"
+        rows.append((p, e2e, f"{s['lower_bound_s']:.2f}", red, f"{s['peak_bytes'] / 1e9:.3f}", energy, oom))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    lines = ["  ".join(c.ljust(w) if i in (0, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
