@@ -30,10 +30,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         raise
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()   # read once, at import: os.umask is process-wide, not thread-safe
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
