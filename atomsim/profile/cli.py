@@ -1,0 +1,127 @@
+"""`atomsim profile` (measure), `atomsim profile show FILE`, `atomsim profile compare A B`, and
+`atomsim profile project ...` when atomsim.report.project is present. No torch at import time."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import ConfigError
+
+
+def _csv(kind):
+    def parse(s):
+        try:
+            return [kind(x) for x in s.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {s!r}") from None
+    return parse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("profile", help="measure load, op and memory costs of a preset's modules on this device",
+                              description="Measure every module of a preset under each backend into a profile "
+                              "(JSON). Subcommands: show FILE, compare A B" + (", project ..." if _project() else "") + ".")
+    p.add_argument("--preset", help="tiny | small | paper")
+    p.add_argument("--model", action="append", dest="models", metavar="M", help="module to profile (repeat; default all)")
+    p.add_argument("--quant", action="append", dest="quants", metavar="Q",
+                   help="backend (repeat, or 'all'; default fp32)")
+    p.add_argument("--threads", type=_csv(int), help="thread counts, e.g. 1,2 (default 1 and all cores)")
+    p.add_argument("--samples", type=int, help="samples per figure (default 5; 3 with --quick)")
+    p.add_argument("--quick", action="store_true", help="fewer samples and a smaller storage test")
+    p.add_argument("--store", help="model store directory (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
+    p.add_argument("--frames", type=int, help="frames per clip (encode; default 6)")
+    p.add_argument("--frame-size", type=int, help="frame side in pixels (default 224)")
+    p.add_argument("--beam", type=int, help="caption beam width (default 4)")
+    p.add_argument("--tokens", type=int, help="caption tokens (default 23)")
+    p.add_argument("--script-tokens", type=int, help="script tokens generated (default 64)")
+    p.add_argument("--prompt-tokens", type=int, help="script prompt length in tokens (default 128)")
+    p.add_argument("--items", type=int, help="texts per embed call (default 5)")
+    p.add_argument("--corun-threads", type=_csv(int), default=[1, 1], help="threads of encoder,decoder in co-run (1,1)")
+    p.add_argument("--storage-mb", type=int, help="scratch file of the storage read test, MiB (256; 64 with --quick)")
+    p.add_argument("--no-corun", action="store_true", help="skip the co-run slowdown")
+    p.add_argument("--fresh", action="store_true", help="spawn a new interpreter per sample instead of forking")
+    p.add_argument("--no-resume", action="store_true", help="ignore <out>.partial.json")
+    p.add_argument("--out", help="output profile (JSON)")
+    p.set_defaults(func=run_profile)
+    sub = p.add_subparsers(dest="profile_command", metavar="{show,compare" + (",project" if _project() else "") + "}")
+    sub.required = False
+    s = sub.add_parser("show", help="print a profile as a table")
+    s.add_argument("file")
+    s.set_defaults(func=run_show)
+    c = sub.add_parser("compare", help="per-figure ratios of two profiles (B/A)")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.set_defaults(func=run_compare)
+    proj = _project()
+    if proj is not None:
+        proj.register_project(sub)
+
+
+def _project():
+    try:
+        mod = importlib.import_module("atomsim.report.project")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("atomsim"):
+            return None
+        raise
+    return mod if hasattr(mod, "register_project") else None
+
+
+def run_profile(args) -> int:
+    from ..models.specs import BACKENDS
+    from .measure import measure
+    if not args.preset:
+        raise ConfigError("atomsim profile needs --preset (tiny, small or paper), or a subcommand: show FILE, compare A B")
+    if not args.out:
+        raise ConfigError("atomsim profile needs --out FILE (the profile JSON to write)")
+    quants = args.quants
+    if quants and "all" in quants:
+        quants = list(BACKENDS)
+    shape = {"frames": args.frames, "frame_size": args.frame_size, "beam": args.beam, "tokens": args.tokens,
+             "script_tokens": args.script_tokens, "prompt_tokens": args.prompt_tokens, "items": args.items}
+    if len(args.corun_threads) != 2:
+        raise ConfigError(f"--corun-threads takes two counts like 1,1, got {args.corun_threads}")
+    bar = None
+
+    def progress(done, total, desc):
+        nonlocal bar
+        if bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # pragma: no cover
+                return
+            bar = tqdm(total=total, unit="job", file=sys.stderr, dynamic_ncols=True)
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.set_description(desc[:48])
+            bar.refresh()
+
+    try:
+        prof = measure(args.preset, models=args.models, quants=quants, threads=args.threads, samples=args.samples,
+                       quick=args.quick, store=args.store, shape=shape, out=args.out, progress=progress,
+                       fresh=args.fresh, corun=not args.no_corun, corun_threads=tuple(args.corun_threads),
+                       resume=not args.no_resume,
+                       storage_bytes=None if args.storage_mb is None else args.storage_mb << 20)
+    finally:
+        if bar is not None:
+            bar.close()
+    for w in prof.warnings:
+        print(f"WARNING: unstable: {w}", file=sys.stderr)
+    print(f"wrote {args.out} ({len(prof.modules)} modules, {prof.profile_seconds:.0f} s)")
+    return 0
+
+
+def run_show(args) -> int:
+    from ..schema.profile import load_profile
+    from .show import format_profile
+    sys.stdout.write(format_profile(load_profile(args.file)))
+    return 0
+
+
+def run_compare(args) -> int:
+    from ..schema.profile import load_profile
+    from .show import compare
+    sys.stdout.write(compare(load_profile(args.a), load_profile(args.b), args.a, args.b))
+    return 0

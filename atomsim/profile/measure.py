@@ -1,0 +1,407 @@
+"""Orchestration: measure every module of a preset under every backend asked for, in worker
+processes that never held a module (see worker.py), into a `Profile`.
+
+Resumable: after each module/backend (and the whole-device figures, and each co-run pair) the
+results so far are written atomically to `<out>.partial.json`; a rerun with the same settings
+continues from it. The final file is written atomically and the side file removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import ConfigError, ProfileError, valid_names
+from ..io import atomic_write_json, check_writable_file
+from ..schema.profile import PROFILE_VERSION, CoRun, Load, ModuleProfile, Op, Profile, Stat, save_profile
+from . import cache, fingerprint
+
+DEFAULT_SHAPE = {"frames": 6, "frame_size": 224, "beam": 4, "tokens": 23, "script_tokens": 64,
+                 "prompt_tokens": 128, "items": 5}
+PARTIAL_VERSION = 1
+
+
+def op_shapes(model: str, shape: dict) -> dict:
+    """The ops of `model` and the keyword shapes each is profiled with."""
+    s = dict(DEFAULT_SHAPE, **{k: v for k, v in (shape or {}).items() if v is not None})
+    return {
+        "video-encoder": {"encode": {"frames": s["frames"], "frame_size": s["frame_size"]}},
+        "decoder": {"caption": {"beam": s["beam"], "tokens": s["tokens"]},
+                    "generate": {"prompt_tokens": s["prompt_tokens"], "tokens": s["script_tokens"]}},
+        "bert-decoder": {"caption": {"beam": s["beam"], "tokens": s["tokens"]}},
+        "sentence-encoder": {"embed": {"items": s["items"]}},
+    }[model]
+
+
+def partial_path(out) -> Path:
+    return Path(str(out) + ".partial.json")
+
+
+# ------------------------------------------------------------------ workers
+
+class Workers:
+    """A fork server (default) or a fresh `python -m atomsim.profile.worker run` per job."""
+
+    def __init__(self, fresh: bool = False, env: dict | None = None):
+        self.fresh = fresh or not hasattr(os, "fork")
+        self.env = dict(os.environ, **(env or {}))
+        self.env.setdefault("PYTHONWARNINGS", "ignore")
+        self.proc = None
+        self.log = tempfile.TemporaryFile(mode="w+")
+
+    def __enter__(self):
+        if not self.fresh:
+            self.proc = subprocess.Popen([sys.executable, "-m", "atomsim.profile.worker", "serve"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                         text=True, env=self.env, start_new_session=True)
+            line = self.proc.stdout.readline()
+            if not line.strip().startswith('{"ready"'):
+                raise ProfileError(f"profile worker failed to start: {self._tail()}")
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if self.proc is not None and exc_type is not None:
+            # interrupted or failed: stop the server and the child measuring now (their own group)
+            import signal
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.proc.wait()
+        elif self.proc is not None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def _tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:]
+
+    def run(self, job: dict) -> dict:
+        if self.fresh:
+            p = subprocess.run([sys.executable, "-m", "atomsim.profile.worker", "run", json.dumps(job)],
+                               stdout=subprocess.PIPE, stderr=self.log, text=True, env=self.env)
+            line = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+        else:
+            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        if not line:
+            raise ProfileError(f"profile worker died on {job.get('mode')} job: {self._tail()}")
+        r = json.loads(line)
+        if not r.get("ok"):
+            what = "/".join(str(job.get(k)) for k in ("model", "quant") if job.get(k))
+            raise ProfileError(f"measuring {job['mode']} {what} failed: {r.get('error')}\n{r.get('traceback', '')}")
+        return r["result"]
+
+
+# ------------------------------------------------------------------ storage
+
+def storage_read(directory, size: int, samples: int) -> dict:
+    """Cold sequential read bandwidth of a scratch file in `directory` (evicted before each read)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".atomsim-bw-", dir=directory)
+    chunk = bytes(range(256)) * (4 << 12)  # 4 MiB
+    xs, evicted = [], []
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for _ in range(max(1, size // len(chunk))):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        real = os.path.getsize(name)
+        for _ in range(samples):
+            ev = cache.evict_checked([name])
+            evicted.append(ev["evicted"])
+            t0 = time.perf_counter()
+            cache.touch([name])
+            xs.append(time.perf_counter() - t0)
+    finally:
+        os.unlink(name)
+    med = statistics.median(xs)
+    return {"bytes": real, "seconds": Stat.of(xs).model_dump(), "bytes_per_s": real / med,
+            "evicted": None if None in evicted else all(evicted)}
+
+
+# ------------------------------------------------------------------ summarising
+
+def _med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def module_profile(preset, model, quant, loads_cold, loads_warm, memray_r, ops_r, params) -> ModuleProfile:
+    both = loads_cold + loads_warm
+    ev = [r["evict"]["evicted"] for r in loads_cold]
+    rb = [r.get("read_bytes") for r in loads_cold]
+    file_bytes = both[0]["file_bytes"]
+    if all(e is True for e in ev):
+        evicted = True
+    elif any(e is False for e in ev):
+        evicted = False
+    elif all(x is not None for x in rb) and file_bytes > 0:  # no mincore: did the cold loads hit storage?
+        evicted = _med(rb) >= 0.5 * file_bytes
+    else:
+        evicted = None
+    t_hwm = int(_med([r["transient_hwm"] for r in both]))
+    t_memray = None if memray_r is None else int(memray_r["transient_memray"])
+    lo_hi = (t_hwm, t_hwm) if t_memray is None else (min(t_hwm, t_memray), max(t_hwm, t_memray))
+    load = Load(cold_s=Stat.of([r["seconds"] for r in loads_cold]), warm_s=Stat.of([r["seconds"] for r in loads_warm]),
+                cold_evicted=evicted, transient_bytes=lo_hi, bytes_read=None if _med(rb) is None else int(_med(rb)),
+                transient_hwm_bytes=t_hwm, transient_memray_bytes=t_memray,
+                read_bytes_warm=None if _med([r.get("read_bytes") for r in loads_warm]) is None
+                else int(_med([r.get("read_bytes") for r in loads_warm])),
+                residency_after_evict=[r["evict"]["after"] for r in loads_cold])
+    ops = {}
+    for op, r in (ops_r or {}).get("ops", {}).items():
+        ops[op] = Op(latency_s={t: Stat.of(v["samples"], v["warmups"]) for t, v in r["latency"].items()},
+                     activation_peak_bytes=max(r["activation_peak_by_threads"].values()),
+                     input_bytes=r["input_bytes"], items=r["items"], shape=r["shape"],
+                     activation_peak_by_threads=r["activation_peak_by_threads"], peak_method=r["peak_method"])
+    after_load = int(_med([r["resident"] for r in both]))
+    used = (ops_r or {}).get("resident_after_ops")
+    if used:  # what a loaded module keeps once its ops ran (mmap'd weights fault in on first use)
+        res, anon, wfile = used["resident"], used["anon"], used["file"]
+    else:
+        res, anon, wfile = after_load, _med([r.get("retained_anon") for r in both]), _med([r.get("retained_file") for r in both])
+    return ModuleProfile(model=model, quant=quant, preset=preset, params=params, file_bytes=file_bytes,
+                         resident_bytes=max(0, int(res)), resident_after_load_bytes=max(0, after_load),
+                         resident_anon_bytes=None if anon is None else int(anon),
+                         resident_file_bytes=None if wfile is None else int(wfile),
+                         other_file_bytes=int(_med([r.get("other_file") or 0 for r in both])),
+                         load=load, ops=ops)
+
+
+def instability(profile: Profile) -> list[str]:
+    """pyperf's warning: standard deviation over 10% of the mean."""
+    out = []
+    for key, m in profile.modules.items():
+        for name, st in (("load cold", m.load.cold_s), ("load warm", m.load.warm_s)):
+            if st.unstable:
+                out.append(f"{key} {name}: stdev {st.stdev / st.mean:.0%} of the mean")
+        for op, o in m.ops.items():
+            for t, st in o.latency_s.items():
+                if st.unstable:
+                    out.append(f"{key} {op} @{t} threads: stdev {st.stdev / st.mean:.0%} of the mean")
+    return out
+
+
+# ------------------------------------------------------------------ measure
+
+def measure(preset: str, models=None, quants=None, threads=None, samples=None, quick=False, store=None,
+            shape=None, out=None, progress=None, fresh=False, corun=True, corun_threads=(1, 1),
+            resume=True, storage_bytes=None, workers: Workers | None = None) -> Profile:
+    """Profile `models` (default: all) of `preset` under `quants` (default: fp32) on this machine.
+
+    progress(done, total, description) is called as jobs finish. Writes `out` (atomically) when
+    given, with a resumable `<out>.partial.json` beside it while running. `storage_bytes`: size of
+    the scratch file of the storage test (default 256 MiB, 64 MiB quick). `workers`: a running
+    `Workers` to reuse (tests); default a new fork server.
+    """
+    from .. import models as M
+    from ..models import specs
+    specs.check(preset=preset)
+    models = list(models or M.MODELS)
+    quants = list(quants or ["fp32"])
+    for m in models:
+        if m not in M.MODELS:
+            raise ConfigError(valid_names("module", m, M.MODELS))
+    for q in quants:
+        if q not in M.BACKENDS:
+            raise ConfigError(valid_names("backend", q, M.BACKENDS))
+    ncores = os.cpu_count() or 1
+    threads = sorted({int(t) for t in (threads or [1, ncores])})
+    if any(t < 1 for t in threads):
+        raise ConfigError(f"thread counts must be >= 1, got {threads}")
+    samples = int(samples or (3 if quick else 5))
+    if samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {samples}")
+    warmups = 1 if quick else 2
+    shape = dict(DEFAULT_SHAPE, **{k: v for k, v in (shape or {}).items() if v is not None})
+    store = str(Path(store or M.default_store()).expanduser())
+    if out is not None:
+        check_writable_file(out)
+    say = progress or (lambda done, total, desc: None)
+    config = {"preset": preset, "models": models, "quants": quants, "threads": threads, "samples": samples,
+              "quick": quick, "shape": shape, "store": store, "corun": bool(corun),
+              "corun_threads": list(corun_threads)}
+    state = {"version": PARTIAL_VERSION, "config": config, "whole": None, "modules": {}, "corun": {}}
+    side = partial_path(out) if out is not None else None
+    if side is not None and resume and side.exists():
+        try:
+            old = json.loads(side.read_text())
+            if old.get("version") == PARTIAL_VERSION and old.get("config") == config:
+                state = old
+        except (OSError, ValueError):
+            pass
+
+    def save_state():
+        if side is not None:
+            atomic_write_json(side, state)
+
+    keys = [(m, q) for q in quants for m in models]
+    pairs = []
+    if corun:  # co-run is costly (slow int8 kernels): fp32 when profiled, else the first backend
+        for q in (["fp32"] if "fp32" in quants else quants[:1]):
+            if "video-encoder" in models:
+                for dec in ("decoder", "bert-decoder"):
+                    if dec in models:
+                        pairs.append((q, dec))
+    loads_per = 2 * samples + 1
+    total = 2 + len(keys) * (loads_per + 1) + len(pairs)
+    done = 2 * (state["whole"] is not None) + sum(loads_per + 1 for k in keys if f"{k[0]}/{k[1]}" in state["modules"]) \
+        + sum(1 for p in pairs if f"{p[0]}/{p[1]}" in state["corun"])
+    say(done, total, "building modules")
+    for m, q in keys:
+        if f"{m}/{q}" not in state["modules"]:
+            M.build(preset, m, q, store=store)
+    t_start = time.time()
+    import contextlib
+    with (contextlib.nullcontext(workers) if workers is not None else Workers(fresh=fresh)) as w:
+        if state["whole"] is None:
+            say(done, total, "runtime baseline")
+            base = w.run({"mode": "baseline", "samples": samples})
+            done += 1
+            say(done, total, "storage read bandwidth")
+            bw = storage_read(store, int(storage_bytes or ((64 if quick else 256) << 20)), 2 if quick else 3)
+            done += 1
+            state["whole"] = {"baseline": base, "storage": bw, "loadavg_start": fingerprint.loadavg()}
+            save_state()
+        for m, q in keys:
+            key = f"{m}/{q}"
+            if key in state["modules"]:
+                continue
+            job = {"preset": preset, "model": m, "quant": q, "store": store}
+            cold, warm = [], []
+            for i in range(samples):
+                say(done, total, f"{key} cold load {i + 1}/{samples}")
+                cold.append(w.run(dict(job, mode="load", cold=True)))
+                done += 1
+                say(done, total, f"{key} warm load {i + 1}/{samples}")
+                warm.append(w.run(dict(job, mode="load", cold=False)))
+                done += 1
+            mr = None
+            if state["whole"]["baseline"].get("memray"):
+                say(done, total, f"{key} memray load")
+                mr = w.run(dict(job, mode="load", cold=False, memray=True))
+            done += 1
+            say(done, total, f"{key} ops")
+            ops_r = w.run(dict(job, mode="ops", threads=threads, samples=samples, warmups=warmups,
+                               ops=op_shapes(m, shape)))
+            done += 1
+            params = cold[0].get("params") or M.spec(preset, m).params
+            state["modules"][key] = module_profile(preset, m, q, cold, warm, mr, ops_r, params).model_dump(mode="json")
+            save_state()
+        for q, dec in pairs:
+            key = f"{q}/{dec}"
+            if key in state["corun"]:
+                continue
+            say(done, total, f"co-run video-encoder + {dec} ({q})")
+            ta, tb = corun_threads
+            ops_a, ops_b = op_shapes("video-encoder", shape), op_shapes(dec, shape)
+            r = w.run({"mode": "corun", "preset": preset, "store": store, "samples": samples,
+                       "a": {"model": "video-encoder", "quant": q, "op": "encode", "shape": ops_a["encode"], "threads": ta},
+                       "b": {"model": dec, "quant": q, "op": "caption", "shape": ops_b["caption"], "threads": tb}})
+            sa = statistics.median(r["together"][0]) / statistics.median(r["alone"][0])
+            sb = statistics.median(r["together"][1]) / statistics.median(r["alone"][1])
+            state["corun"][key] = CoRun(a=f"video-encoder/{q}:encode", b=f"{dec}/{q}:caption", threads=(ta, tb),
+                                        slowdown_a=max(0.5, sa), slowdown_b=max(0.5, sb),
+                                        alone_s=[Stat.of(x).model_dump() for x in r["alone"]],
+                                        together_s=[Stat.of(x).model_dump() for x in r["together"]]
+                                        ).model_dump(mode="json")
+            done += 1
+            save_state()
+    say(total, total, "done")
+    profile = assemble(state, t_start)
+    if out is not None:
+        save_profile(profile, out)
+        try:
+            side.unlink()
+        except FileNotFoundError:
+            pass
+    return profile
+
+
+def assemble(state: dict, t_start: float) -> Profile:
+    cfg, whole = state["config"], state["whole"]
+    base, bw = whole["baseline"], whole["storage"]
+    rank = Stat.of(base["rank"]["samples"], base["rank"]["warmups"])
+    has_memray = bool(base.get("memray"))
+    n = cfg["samples"]
+    method = {
+        "processes": "every load sample and each module's ops run in a forked child of a fork server "
+                     "that imported python, torch, transformers, torchao and atomsim and never ran a torch op "
+                     "(a fresh process that never held a module; Android-zygote style)",
+        "samples": f"{n} samples per figure" + (" (--quick: fewer samples and warm-ups than the >=5 of a full "
+                                                 "profile)" if cfg["quick"] else "") +
+                   f"; {1 if cfg['quick'] else 2} warm-up op calls kept apart",
+        "baseline_rss_bytes": "VmRSS of a worker process with python, torch, transformers, torchao, safetensors "
+                              "and atomsim imported and nothing loaded",
+        "load.cold_s": "wall time of models.load in a fresh process after posix_fadvise(DONTNEED) of the weight "
+                       "files; cold_evicted from mincore residency after eviction (< 5% resident), else from "
+                       "/proc/self/io read_bytes >= half the file, else null",
+        "load.warm_s": "wall time of models.load in a fresh process after reading the weight files into the page cache",
+        "load.bytes_read": "median /proc/self/io read_bytes during cold loads (storage reads)",
+        "resident_bytes": "after load and one call of each op, gc and malloc_trim (resident_after_load_bytes: "
+                          "right after load; mmap'd weights fault in on first use): growth of anonymous memory (smaps_rollup) plus resident "
+                          "pages of mappings of the weight files (/proc/self/smaps); library code paged in by "
+                          "the first load is kept apart in other_file_bytes",
+        "load.transient_bytes": "[low, high] of: VmHWM (reset via clear_refs 5 before load) minus RSS after load; "
+                                + ("memray heap (file mmaps excluded) at the load's peak minus heap still allocated at its "
+                                   "end (memray.Tracker, one untimed extra load)" if has_memray else "memray not installed: RSS figure only"),
+        "ops.latency_s": "wall time of one op call on real-shaped example inputs after warm-ups, "
+                         "torch.set_num_threads(n) for each thread count",
+        "ops.activation_peak_bytes": "max over thread counts of VmHWM after the op (reset via clear_refs 5 before) "
+                                     "minus RSS before; 'sampled-rss' (1 ms RSS polling) where clear_refs is not "
+                                     "permitted (see each op's peak_method)",
+        "storage_read_bytes_per_s": f"sequential read of a {bw['bytes'] >> 20} MiB scratch file in the store directory "
+                                    f"after fsync and posix_fadvise(DONTNEED) (evicted: {bw['evicted']}), median of "
+                                    f"{bw['seconds']['n']}",
+        "corun": "for the fp32 modules (else the first backend): both ops in two Python threads of one process, torch.set_num_threads inside each thread, "
+                 "each repeating until both have the sample count; slowdown = median together / median alone",
+        "pipeline_ops_s.rank": f"cosine top-5 of one query over {base['rank']['items']} L2-normalized 384-d vectors (torch)",
+        "pipeline_ops_s.assemble": "not measured (0): assembling the output is not modelled as a cost yet",
+        "memray": "installed" if has_memray else "not installed: transient_bytes from RSS only",
+        "load_during_profile": f"load average at start {whole.get('loadavg_start')}, at end {fingerprint.loadavg()} "
+                               "(other processes share the CPU)",
+    }
+    modules = {k: ModuleProfile.model_validate(v) for k, v in state["modules"].items()}
+    prof = Profile(
+        version=PROFILE_VERSION, source="measured", created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        preset=cfg["preset"], device=fingerprint.fingerprint(base), method=method,
+        baseline_rss_bytes=int(base["rss"]), storage_read_bytes_per_s=bw["bytes_per_s"], memray=has_memray,
+        modules=modules, corun=[CoRun.model_validate(v) for v in state["corun"].values()],
+        pipeline_ops_s={"rank": rank.median, "assemble": 0.0},
+        settings=cfg, storage_read_s=bw["seconds"], rank_s=rank.model_dump(),
+        profile_seconds=round(time.time() - t_start, 1),
+    )
+    prof.warnings = instability(prof)
+    return prof
+
+
+def finish_partial(out) -> Profile:
+    """Write `out` from `<out>.partial.json` with what was finished (for an interrupted run that
+    will not be resumed); the profile's method says it is incomplete."""
+    side = partial_path(out)
+    try:
+        state = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise ProfileError(f"cannot read {side}: {e}") from None
+    if not state.get("whole") or not state.get("modules"):
+        raise ProfileError(f"{side} holds no finished module yet")
+    prof = assemble(state, time.time())
+    prof.method["incomplete"] = (f"finished from {side.name}: {len(prof.modules)} of "
+                                 f"{len(state['config']['models']) * len(state['config']['quants'])} modules")
+    save_profile(prof, out)
+    return prof

@@ -1,0 +1,164 @@
+"""Process memory figures from /proc (Linux and Android): RSS, the VmHWM high-water mark and its
+reset (`/proc/self/clear_refs` with 5), the anonymous / file-backed split, and malloc_trim."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import resource
+import threading
+
+KB = 1024
+
+
+def _status() -> dict:
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                parts = v.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    out[k] = int(parts[0]) * KB
+    except OSError:
+        pass
+    return out
+
+
+def rss() -> int:
+    """Resident set size in bytes (from /proc/self/status, else ru_maxrss as a last resort)."""
+    s = _status()
+    if "VmRSS" in s:
+        return s["VmRSS"]
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KB  # pragma: no cover
+
+
+def hwm() -> int | None:
+    """VmHWM: peak RSS since the process started or since the last reset_hwm()."""
+    return _status().get("VmHWM")
+
+
+def reset_hwm() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0). False where not permitted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def split() -> dict:
+    """{'rss','anon','file'} bytes: from /proc/self/smaps_rollup, else /proc/self/status."""
+    vals = {}
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                parts = v.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    vals[k] = int(parts[0]) * KB
+    except OSError:
+        pass
+    if "Rss" in vals and "Anonymous" in vals:
+        return {"rss": vals["Rss"], "anon": vals["Anonymous"], "file": vals["Rss"] - vals["Anonymous"],
+                "source": "smaps_rollup"}
+    s = _status()
+    anon = s.get("RssAnon")
+    return {"rss": s.get("VmRSS", rss()), "anon": anon,
+            "file": (s.get("RssFile", 0) + s.get("RssShmem", 0)) if anon is not None else None,
+            "source": "status"}
+
+
+def io_counters() -> dict:
+    """/proc/self/io (read_bytes: from storage; rchar: through read syscalls). {} if unreadable."""
+    out = {}
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                out[k.strip()] = int(v)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def malloc_trim() -> bool:
+    """Give freed heap back to the OS (glibc); False where unavailable (bionic, musl)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = getattr(libc, "malloc_trim", None)
+        if fn is None:
+            return False
+        fn(0)
+        return True
+    except OSError:
+        return False
+
+
+def settle() -> None:
+    gc.collect()
+    malloc_trim()
+
+
+class PeakSampler:
+    """Fallback peak RSS where clear_refs is not permitted: poll RSS from a thread every `period` s."""
+
+    def __init__(self, period: float = 0.001):
+        self.period, self.peak = period, 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss())
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        self.peak = rss()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, rss())
+
+
+class Peak:
+    """Peak RSS over a block: VmHWM after a clear_refs reset, else a sampling thread.
+    `.peak` bytes, `.method` 'vmhwm-reset' | 'sampled-rss'."""
+
+    def __enter__(self):
+        self._sampler = None
+        if reset_hwm() and hwm() is not None:
+            self.method = "vmhwm-reset"
+        else:
+            self.method = "sampled-rss"
+            self._sampler = PeakSampler().__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._sampler is not None:
+            self._sampler.__exit__(*exc)
+            self.peak = self._sampler.peak
+        else:
+            self.peak = max(hwm() or 0, rss())
+
+
+def mapped_rss(paths) -> int | None:
+    """Resident bytes of this process's mappings of the given files (/proc/self/smaps), None if unreadable."""
+    want = {str(p) for p in paths}
+    total, cur = 0, False
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                first = line.split(None, 1)[0]
+                if "-" in first and not first.endswith(":"):
+                    parts = line.split(None, 5)
+                    cur = len(parts) == 6 and parts[5].strip() in want
+                elif cur and first == "Rss:":
+                    total += int(line.split()[1]) * KB
+    except OSError:
+        return None
+    return total

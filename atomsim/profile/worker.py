@@ -1,0 +1,374 @@
+"""The measuring side: runs in processes that have never held a module.
+
+`python -m atomsim.profile.worker serve` is a fork server (a "zygote", as on Android): it imports
+Python, torch, transformers, torchao and atomsim once and never runs a torch op; for every job
+(one JSON line on stdin) it forks a child that runs the job from a clean state and answers one
+JSON line on stdout. `python -m atomsim.profile.worker run JOB_JSON` runs one job in this fresh
+process instead (used with `fresh=True`, and where fork is unavailable).
+
+Jobs (`mode`): `load` (cold or warm load of one module), `ops` (latency and activation peak of
+each op at each thread count), `corun` (two ops at once in two threads), `baseline` (runtime RSS,
+torch settings, rank cost). Test hook: ATOMSIM_TEST_TRANSIENT_BYTES allocates and frees that many
+bytes inside the measured load.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+from . import cache, memory
+
+
+def preload() -> None:
+    """Import everything a load needs, so that figures taken after it count the module only."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    import transformers
+    for name in ("CLIPVisionModel", "LlamaForCausalLM", "BertLMHeadModel", "BertModel", "AutoTokenizer",
+                 "DynamicCache", "EncoderDecoderCache"):
+        getattr(transformers, name, None)
+    try:
+        import torchao.quantization  # noqa: F401
+    except Exception:
+        pass
+    import atomsim.models  # noqa: F401
+    for mod in ("atomsim.models.zoo", "atomsim.models.store", "atomsim.models.quant"):
+        try:
+            __import__(mod)
+        except Exception:
+            pass
+
+
+# ------------------------------------------------------------------ targets
+
+def weight_files(job) -> list[str]:
+    t = job.get("target")
+    if t:
+        return [t["path"]]
+    from atomsim import models
+    return [str(p) for p in models.weight_files(job["preset"], job["model"], job["quant"], job.get("store"))]
+
+
+def load_target(job):
+    t = job.get("target")
+    if t:  # a bare safetensors file (tests: known bytes)
+        from safetensors.torch import load_file
+        return load_file(t["path"])
+    from atomsim import models
+    return models.load(job["preset"], job["model"], job["quant"], store=job.get("store"))
+
+
+def _test_transient():
+    n = int(os.environ.get("ATOMSIM_TEST_TRANSIENT_BYTES") or 0)
+    if n > 0:
+        x = b"\x01" * n  # written, so resident
+        del x
+
+
+def timed_load(job):
+    t0 = time.perf_counter()
+    mod = load_target(job)
+    _test_transient()
+    return mod, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ jobs
+
+def job_load(job) -> dict:
+    files = weight_files(job)
+    out = {"files": files, "file_bytes": sum(os.path.getsize(f) for f in files)}
+    if job.get("cold"):
+        out["evict"] = cache.evict_checked(files)
+    else:
+        cache.touch(files)
+        out["resident_before"] = cache.resident_fraction(files)
+    memory.settle()
+    s0, io0 = memory.split(), memory.io_counters()
+    if job.get("memray"):  # heap peak and heap kept, from memray (its overhead: not timed)
+        import memray
+        fd, tmp = tempfile.mkstemp(prefix="atomsim-memray-", suffix=".bin")
+        os.close(fd)
+        os.unlink(tmp)
+        try:
+            with memray.Tracker(tmp, native_traces=False):
+                mod, _ = timed_load(job)
+            reader = memray.FileReader(tmp)
+            peak_all = int(reader.metadata.peak_memory)
+            # heap only: file mappings (mmap'd weights) are not temporaries, leave them out
+            mm = getattr(getattr(memray, "AllocatorType", None), "MMAP", None)
+
+            def heap(records):
+                return sum(int(a.size) for a in records if a.allocator != mm)
+
+            peak = heap(reader.get_high_watermark_allocation_records(merge_threads=True))
+            kept = heap(reader.get_leaked_allocation_records(merge_threads=True))
+            out["memray_peak_with_mmap"] = peak_all
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        out.update(memray_peak=peak, memray_kept=kept, transient_memray=max(0, peak - kept))
+        del mod
+        return out
+    with memory.Peak() as pk:
+        mod, secs = timed_load(job)
+    memory.settle()
+    s1, io1 = memory.split(), memory.io_counters()
+    wmap = memory.mapped_rss(files)
+    if s1["anon"] is not None and wmap is not None:
+        # weights = heap kept + pages of the weight files mapped; other file-backed growth is
+        # library code paged in by the first load (reported apart)
+        out.update(resident=s1["anon"] - s0["anon"] + wmap, resident_method="anon-delta+weight-mappings",
+                   other_file=(s1["file"] - s0["file"]) - wmap)
+    else:
+        out.update(resident=s1["rss"] - s0["rss"], resident_method="rss-delta")
+    out.update(seconds=secs, peak_method=pk.method, rss_before=s0["rss"], rss_after=s1["rss"],
+               retained=s1["rss"] - s0["rss"], split_source=s1["source"],
+               retained_anon=None if s1["anon"] is None else s1["anon"] - s0["anon"],
+               retained_file=wmap,
+               transient_hwm=max(0, pk.peak - s1["rss"]),
+               read_bytes=(io1["read_bytes"] - io0["read_bytes"]) if "read_bytes" in io1 and "read_bytes" in io0 else None,
+               rchar=(io1["rchar"] - io0["rchar"]) if "rchar" in io1 and "rchar" in io0 else None,
+               params=getattr(mod, "params", None))
+    if job.get("touch") and isinstance(mod, dict):  # bare tensors: use them once (mmap'd pages fault in)
+        for t in mod.values():
+            float(t.float().sum())
+        memory.settle()
+        s2 = memory.split()
+        w2 = memory.mapped_rss(files) or 0
+        out["resident_used"] = s2["anon"] - s0["anon"] + w2 if s2["anon"] is not None else s2["rss"] - s0["rss"]
+    return out
+
+
+def input_bytes(x) -> int:
+    import torch
+    if isinstance(x, torch.Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, str):
+        return len(x.encode())
+    if isinstance(x, (list, tuple)):
+        return sum(input_bytes(v) for v in x)
+    return 0
+
+
+def _items(op, shape, inputs):
+    if op == "embed":
+        return len(inputs[0])
+    return 1
+
+
+def _resident(s0, files):
+    s = memory.split()
+    w = memory.mapped_rss(files)
+    if s["anon"] is None or w is None:
+        return {"resident": s["rss"] - s0["rss"], "anon": None, "file": None}
+    return {"resident": s["anon"] - s0["anon"] + w, "anon": s["anon"] - s0["anon"], "file": w}
+
+
+def job_ops(job) -> dict:
+    import torch
+    files = weight_files(job)
+    memory.settle()
+    s0 = memory.split()
+    mod = load_target(job)
+    memory.settle()
+    after_load = _resident(s0, files)
+    res = {}
+    for op, shape in job["ops"].items():
+        inputs = mod.example_inputs(op, **shape)
+        fn = getattr(mod, op)
+        lat, peaks, method = {}, {}, None
+        for t in job["threads"]:
+            torch.set_num_threads(int(t))
+            warm = []
+            for _ in range(job.get("warmups", 1)):
+                t0 = time.perf_counter()
+                fn(*inputs)
+                warm.append(time.perf_counter() - t0)
+            xs = []
+            for _ in range(job["samples"]):
+                t0 = time.perf_counter()
+                fn(*inputs)
+                xs.append(time.perf_counter() - t0)
+            memory.settle()
+            r0 = memory.rss()
+            with memory.Peak() as pk:
+                r = fn(*inputs)
+                del r
+            method = pk.method
+            lat[str(t)] = {"samples": xs, "warmups": warm}
+            peaks[str(t)] = max(0, pk.peak - r0)
+        res[op] = {"latency": lat, "activation_peak_by_threads": peaks, "peak_method": method,
+                   "input_bytes": input_bytes(inputs), "items": _items(op, shape, inputs), "shape": shape}
+    memory.settle()
+    after_ops = _resident(s0, files)
+    mod.free()
+    return {"ops": res, "resident_after_load": after_load, "resident_after_ops": after_ops}
+
+
+def job_corun(job) -> dict:
+    """Both ops alone, then at once in two threads (torch.set_num_threads inside each thread)."""
+    import torch
+    specs = []
+    for side in ("a", "b"):
+        s = job[side]
+        sub = dict(job, model=s["model"], quant=s["quant"])
+        mod = load_target(sub)
+        specs.append((mod, getattr(mod, s["op"]), mod.example_inputs(s["op"], **s.get("shape", {})), int(s["threads"])))
+    n = job["samples"]
+    alone = []
+    for mod, fn, inp, t in specs:
+        torch.set_num_threads(t)
+        fn(*inp)
+        xs = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn(*inp)
+            xs.append(time.perf_counter() - t0)
+        alone.append(xs)
+    together = [[], []]
+    stop = threading.Event()
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def run(i):
+        try:
+            mod, fn, inp, t = specs[i]
+            torch.set_num_threads(t)
+            fn(*inp)
+            barrier.wait()
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                fn(*inp)
+                if not stop.is_set():
+                    together[i].append(time.perf_counter() - t0)
+                if min(len(together[0]), len(together[1])) >= n:
+                    stop.set()
+        except BaseException as e:  # pragma: no cover
+            errors.append(repr(e))
+            stop.set()
+            try:
+                barrier.abort()
+            except Exception:
+                pass
+
+    ths = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    for mod, *_ in specs:
+        mod.free()
+    return {"alone": alone, "together": together}
+
+
+def job_baseline(job) -> dict:
+    import platform
+
+    import torch
+    memory.settle()
+    s = memory.split()
+    out = {"rss": s["rss"], "anon": s["anon"], "file": s["file"], "split_source": s["source"],
+           "torch": torch.__version__, "quantized_engine": torch.backends.quantized.engine,
+           "supported_engines": list(torch.backends.quantized.supported_engines),
+           "num_threads": torch.get_num_threads(), "num_interop_threads": torch.get_num_interop_threads(),
+           "python": platform.python_version()}
+    for name in ("torchao", "transformers", "safetensors"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:
+            out[name] = None
+    try:
+        import memray  # noqa: F401
+        out["memray"] = True
+    except Exception:
+        out["memray"] = False
+    # rank: cosine of one query against N L2-normalized 384-d vectors, top-k
+    n, k = int(job.get("rank_items", 1000)), 5
+    g = torch.Generator().manual_seed(0)
+    idx = torch.nn.functional.normalize(torch.randn(n, 384, generator=g), dim=1)
+    q = torch.nn.functional.normalize(torch.randn(384, generator=g), dim=0)
+    xs = []
+    for i in range(job.get("samples", 5) + 2):
+        t0 = time.perf_counter()
+        torch.topk(idx @ q, k)
+        xs.append(time.perf_counter() - t0)
+    out["rank"] = {"samples": xs[2:], "warmups": xs[:2], "items": n}
+    return out
+
+
+JOBS = {"load": job_load, "ops": job_ops, "corun": job_corun, "baseline": job_baseline}
+
+
+def run_job(job) -> dict:
+    try:
+        return {"ok": True, "result": JOBS[job["mode"]](job)}
+    except BaseException as e:
+        return {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+
+
+def _private_stdout():
+    """Keep a private handle on stdout for results; route fd 1 to stderr so that nothing else
+    (library chatter) can corrupt the protocol."""
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return out
+
+
+def serve() -> None:
+    out = _private_stdout()
+    preload()
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: a process that never held a module
+            os.close(r)
+            try:
+                data = json.dumps(run_job(job)).encode()
+                with os.fdopen(w, "wb") as f:
+                    f.write(data)
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        if not data:
+            data = json.dumps({"ok": False, "error": f"worker child died (wait status {status})"}).encode()
+        out.write(data.decode() + "\n")
+        out.flush()
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "serve":
+        serve()
+        return 0
+    if len(argv) == 2 and argv[0] == "run":
+        out = _private_stdout()
+        preload()
+        out.write(json.dumps(run_job(json.loads(argv[1]))) + "\n")
+        out.flush()
+        return 0
+    sys.stderr.write("usage: python -m atomsim.profile.worker serve | run JOB_JSON\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

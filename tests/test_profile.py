@@ -1,0 +1,162 @@
+"""Profiler: memory figures against known truth, activation growth, CLI, resume, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from atomsim.cli import main
+from atomsim.errors import ProfileError
+from atomsim.profile import cache, measure
+from atomsim.profile.measure import Workers, finish_partial, partial_path
+from atomsim.schema.profile import load_profile, profile_from_mapping
+
+MB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def workers():
+    with Workers(env={"ATOMSIM_TEST_TRANSIENT_BYTES": str(64 * MB)}) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    import torch
+    from safetensors.torch import save_file
+    path = tmp_path_factory.mktemp("w") / "w.safetensors"
+    g = torch.Generator().manual_seed(0)
+    save_file({f"layer{i}.weight": torch.randn(1024, 1024, generator=g) for i in range(12)}, str(path))
+    return path  # 12 x 4 MiB = 48 MiB of fp32
+
+
+def test_cache_evict_and_residency(weights_file):
+    cache.touch([weights_file])
+    frac = cache.resident_fraction([weights_file])
+    if frac is None:
+        pytest.skip("mincore unavailable")
+    assert frac > 0.95
+    ev = cache.evict_checked([weights_file])
+    assert ev["before"] > 0.95
+    assert ev["evicted"] is True and ev["after"] < 0.05
+
+
+def test_resident_and_transient_known_truth(workers, weights_file):
+    """W bytes of fp32 weights are retained within 10%; a 64 MiB allocation made and freed during
+    load shows up in the transient range (the worker's ATOMSIM_TEST_TRANSIENT_BYTES hook)."""
+    W = 12 * 4 * MB
+    job = {"mode": "load", "target": {"kind": "safetensors", "path": str(weights_file)}, "touch": True}
+    r = workers.run(dict(job, cold=True))
+    assert abs(r["resident_used"] - W) <= 0.10 * W, r
+    assert 0.9 * 64 * MB <= r["transient_hwm"] <= 64 * MB + W + 16 * MB, r
+    if r["evict"]["evicted"]:
+        assert r["evict"]["after"] < 0.05
+    m = workers.run(dict(job, memray=True))
+    if "transient_memray" in m:
+        assert m["transient_memray"] >= 0.9 * 64 * MB
+
+
+def test_activation_peak_grows_with_frames_and_size(workers, tiny_store):
+    job = {"mode": "ops", "preset": "tiny", "model": "video-encoder", "quant": "fp32", "store": str(tiny_store),
+           "threads": [1], "samples": 1, "warmups": 0}
+    peaks = []
+    for frames, size in ((2, 224), (8, 224), (8, 448)):
+        r = workers.run(dict(job, ops={"encode": {"frames": frames, "frame_size": size}}))["ops"]["encode"]
+        peaks.append(r["activation_peak_by_threads"]["1"])
+        assert r["input_bytes"] == frames * 3 * size * size * 4
+    assert peaks[0] < peaks[1] < peaks[2], peaks
+    assert peaks[2] > 2 * peaks[1]
+
+
+def test_cli_quick_profile_show_compare(tiny_store, tmp_path, capsys):
+    out = tmp_path / "p.json"
+    t0 = time.time()
+    rc = main(["profile", "--preset", "tiny", "--quick", "--model", "decoder", "--no-corun",
+               "--threads", "1", "--samples", "2", "--storage-mb", "8", "--store", str(tiny_store), "--out", str(out)])
+    assert rc == 0
+    assert time.time() - t0 < 120
+    assert not partial_path(out).exists()
+    p = load_profile(out)
+    assert set(p.modules) == {"decoder/fp32"}
+    m = p.modules["decoder/fp32"]
+    assert set(m.ops) == {"caption", "generate"}
+    assert m.load.cold_s.n == 2 and m.ops["caption"].latency_s["1"].warmups
+    assert m.load.cold_evicted in (True, None)
+    assert p.baseline_rss_bytes > 50 * MB and p.storage_read_bytes_per_s > 0
+    assert "quick" in p.method["samples"] and p.device["cores"] >= 1
+    capsys.readouterr()
+    assert main(["profile", "show", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "decoder/fp32:caption" in text and "cold load" in text
+    assert main(["profile", "compare", str(out), str(out)]) == 0
+    assert "1.000" in capsys.readouterr().out
+
+
+def test_interrupt_keeps_partial_and_resumes(workers, tiny_store, tmp_path):
+    out = tmp_path / "r.json"
+    kw = dict(models=["decoder", "bert-decoder"], threads=[1], samples=1, quick=True, store=tiny_store,
+              corun=False, out=out, storage_bytes=4 * MB, workers=workers)
+
+    def stop_at_second(done, total, desc):
+        if desc.startswith("bert-decoder"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        measure("tiny", progress=stop_at_second, **kw)
+    assert not out.exists()
+    side = json.loads(partial_path(out).read_text())
+    assert list(side["modules"]) == ["decoder/fp32"]
+    other = tmp_path / "finished.json"   # finishing a partial that will not be resumed
+    partial_path(other).write_text(partial_path(out).read_text())
+    fin = finish_partial(other)
+    assert list(load_profile(other).modules) == ["decoder/fp32"] and "1 of 2" in fin.method["incomplete"]
+    seen = []
+    p = measure("tiny", progress=lambda d, t, s: seen.append(s), **kw)
+    assert not any(s.startswith("decoder/") for s in seen)   # resumed, not re-measured
+    assert p.modules["decoder/fp32"].load.cold_s.samples == side["modules"]["decoder/fp32"]["load"]["cold_s"]["samples"]
+    assert out.exists() and not partial_path(out).exists()
+
+
+def test_bad_names_and_unwritable_output(tmp_path, capsys):
+    assert main(["profile", "--preset", "tiny", "--model", "nope", "--out", str(tmp_path / "x.json")]) == 2
+    assert "valid: bert-decoder, decoder, sentence-encoder, video-encoder" in capsys.readouterr().err
+    assert main(["profile", "--preset", "tiny", "--quant", "int3", "--out", str(tmp_path / "x.json")]) == 2
+    assert "torchao-int8" in capsys.readouterr().err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: cannot make an unwritable directory")
+        t0 = time.time()
+        assert main(["profile", "--preset", "tiny", "--out", str(ro / "p.json")]) == 2
+        assert time.time() - t0 < 5
+        assert "cannot write" in capsys.readouterr().err
+    finally:
+        os.chmod(ro, 0o700)
+
+
+def test_profile_file_errors_name_the_field(tmp_path):
+    good = {"version": 1, "source": "measured", "baseline_rss_bytes": 1, "modules": {}}
+    profile_from_mapping(good, "p.json")
+    with pytest.raises(ProfileError, match="'version'.*unknown profile version 7"):
+        profile_from_mapping(dict(good, version=7), "p.json")
+    bad = dict(good)
+    del bad["baseline_rss_bytes"]
+    with pytest.raises(ProfileError, match="baseline_rss_bytes"):
+        profile_from_mapping(bad, "p.json")
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps({"source": "measured"}))
+    with pytest.raises(ProfileError, match="'version'"):
+        load_profile(f)
+
+
+def test_corun_job(workers, tiny_store):
+    r = workers.run({"mode": "corun", "preset": "tiny", "store": str(tiny_store), "samples": 2,
+                     "a": {"model": "video-encoder", "quant": "fp32", "op": "encode",
+                           "shape": {"frames": 2, "frame_size": 224}, "threads": 1},
+                     "b": {"model": "decoder", "quant": "fp32", "op": "caption",
+                           "shape": {"beam": 2, "tokens": 4}, "threads": 1}})
+    assert len(r["alone"][0]) == 2 and len(r["together"][0]) >= 2 and len(r["together"][1]) >= 2
