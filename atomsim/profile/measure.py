@@ -87,8 +87,10 @@ class Workers:
         self.log.seek(0)
         return self.log.read()[-2000:]
 
-    def run(self, job: dict) -> dict:
-        if self.fresh:
+    def run(self, job: dict, fresh: bool = False) -> dict:
+        """Run one job; `fresh` forces a new interpreter for it (a forked child's RSS misses the
+        shared-library pages its parent faulted in, so absolute RSS figures need a new process)."""
+        if self.fresh or fresh:
             p = subprocess.run([sys.executable, "-m", "atomsim.profile.worker", "run", json.dumps(job)],
                                stdout=subprocess.PIPE, stderr=self.log, text=True, env=self.env)
             line = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
@@ -180,7 +182,8 @@ def module_profile(preset, model, quant, loads_cold, loads_warm, memray_r, ops_r
                          resident_anon_bytes=None if anon is None else int(anon),
                          resident_file_bytes=None if wfile is None else int(wfile),
                          other_file_bytes=int(_med([r.get("other_file") or 0 for r in both])),
-                         load=load, ops=ops)
+                         load=load, ops=ops,
+                         free_s=Stat.of([ops_r["free_s"]]) if ops_r and "free_s" in ops_r else None)
 
 
 def instability(profile: Profile) -> list[str]:
@@ -271,7 +274,7 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     with (contextlib.nullcontext(workers) if workers is not None else Workers(fresh=fresh)) as w:
         if state["whole"] is None:
             say(done, total, "runtime baseline")
-            base = w.run({"mode": "baseline", "samples": samples})
+            base = w.run({"mode": "baseline", "samples": samples, "preset": preset, "models": list(models)}, fresh=True)
             done += 1
             say(done, total, "storage read bandwidth")
             bw = storage_read(store, int(storage_bytes or ((64 if quick else 256) << 20)), 2 if quick else 3)
@@ -337,6 +340,7 @@ def assemble(state: dict, t_start: float) -> Profile:
     cfg, whole = state["config"], state["whole"]
     base, bw = whole["baseline"], whole["storage"]
     rank = Stat.of(base["rank"]["samples"], base["rank"]["warmups"])
+    assemble_s = Stat.of(base["assemble"]["samples"], base["assemble"]["warmups"]) if "assemble" in base else None
     has_memray = bool(base.get("memray"))
     n = cfg["samples"]
     method = {
@@ -346,13 +350,16 @@ def assemble(state: dict, t_start: float) -> Profile:
         "samples": f"{n} samples per figure" + (" (--quick: fewer samples and warm-ups than the >=5 of a full "
                                                  "profile)" if cfg["quick"] else "") +
                    f"; {1 if cfg['quick'] else 2} warm-up op calls kept apart",
-        "baseline_rss_bytes": "VmRSS of a worker process with python, torch, transformers, torchao, safetensors "
-                              "and atomsim imported and nothing loaded",
+        "baseline_rss_bytes": "VmRSS of a new interpreter (not a forked child) ready to run a pipeline: python, torch, transformers, torchao, "
+                              "safetensors, atomsim, its runner and PyAV imported, the preset's model code imported "
+                              "(models.spec), the clips of a reference video (320x240, 10 fps, 31 s) decoded and "
+                              "their frames dropped (the frames are the run's inputs), nothing loaded",
         "load.cold_s": "wall time of models.load in a fresh process after posix_fadvise(DONTNEED) of the weight "
                        "files; cold_evicted from mincore residency after eviction (< 5% resident), else from "
                        "/proc/self/io read_bytes >= half the file, else null",
         "load.warm_s": "wall time of models.load in a fresh process after reading the weight files into the page cache",
         "load.bytes_read": "median /proc/self/io read_bytes during cold loads (storage reads)",
+        "free_s": "wall time of Module.free() (drop references, gc.collect, malloc_trim) after the ops, one sample per module",
         "resident_bytes": "after load and one call of each op, gc and malloc_trim (resident_after_load_bytes: "
                           "right after load; mmap'd weights fault in on first use): growth of anonymous memory (smaps_rollup) plus resident "
                           "pages of mappings of the weight files (/proc/self/smaps); library code paged in by "
@@ -371,7 +378,11 @@ def assemble(state: dict, t_start: float) -> Profile:
         "corun": "for the fp32 modules (else the first backend): both ops in two Python threads of one process, torch.set_num_threads inside each thread, "
                  "each repeating until both have the sample count; slowdown = median together / median alone",
         "pipeline_ops_s.rank": f"cosine top-5 of one query over {base['rank']['items']} L2-normalized 384-d vectors (torch)",
-        "pipeline_ops_s.assemble": "not measured (0): assembling the output is not modelled as a cost yet",
+        "pipeline_ops_s.assemble": ("median seconds to stitch {clips} clips of {clip_s:g} s from a {width}x{height}, "
+                                    "{fps} fps h264 video with the runner's assembler (decode, libx264 re-encode, "
+                                    "write); pipeline_ops_items.assemble = {clips}: the simulator scales by clip "
+                                    "count".format(**base["assemble"]["reference"]) if "assemble" in base
+                                    else "not measured (0)"),
         "memray": "installed" if has_memray else "not installed: transient_bytes from RSS only",
         "load_during_profile": f"load average at start {whole.get('loadavg_start')}, at end {fingerprint.loadavg()} "
                                "(other processes share the CPU)",
@@ -382,7 +393,9 @@ def assemble(state: dict, t_start: float) -> Profile:
         preset=cfg["preset"], device=fingerprint.fingerprint(base), method=method,
         baseline_rss_bytes=int(base["rss"]), storage_read_bytes_per_s=bw["bytes_per_s"], memray=has_memray,
         modules=modules, corun=[CoRun.model_validate(v) for v in state["corun"].values()],
-        pipeline_ops_s={"rank": rank.median, "assemble": 0.0},
+        pipeline_ops_s={"rank": rank.median, "assemble": assemble_s.median if assemble_s else 0.0},
+        pipeline_ops_items={"rank": base["rank"]["items"], **({"assemble": base["assemble"]["items"]} if assemble_s else {})},
+        assemble_s=assemble_s.model_dump() if assemble_s else None,
         settings=cfg, storage_read_s=bw["seconds"], rank_s=rank.model_dump(),
         profile_seconds=round(time.time() - t_start, 1),
     )

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 import traceback
 
 from . import cache, memory
@@ -210,8 +211,10 @@ def job_ops(job) -> dict:
                    "input_bytes": input_bytes(inputs), "items": _items(op, shape, inputs), "shape": shape}
     memory.settle()
     after_ops = _resident(s0, files)
+    t0 = time.perf_counter()
     mod.free()
-    return {"ops": res, "resident_after_load": after_load, "resident_after_ops": after_ops}
+    free_s = time.perf_counter() - t0
+    return {"ops": res, "resident_after_load": after_load, "resident_after_ops": after_ops, "free_s": free_s}
 
 
 def job_corun(job) -> dict:
@@ -276,6 +279,27 @@ def job_baseline(job) -> dict:
     import platform
 
     import torch
+
+    # the state of a process about to run a pipeline (as `atomsim run` is before its first load):
+    # the runner and PyAV imported, the code of the preset's models imported, the clips of a
+    # reference video decoded (their frames are the run's inputs, dropped here: what stays is
+    # the decoder's and the allocator's share), nothing loaded
+    import tempfile
+
+    import atomsim.run.assemble  # noqa: F401
+    import atomsim.run.executor  # noqa: F401
+    import atomsim.run.pipeline  # noqa: F401
+    from atomsim import models as zoo
+    from atomsim.run.synthetic import make_video
+    from atomsim.run.video import read_clips
+    for m in job.get("models") or ():
+        zoo.spec(job["preset"], m)
+    ref = ASSEMBLE_REFERENCE
+    tmp = tempfile.TemporaryDirectory()
+    video = make_video(Path(tmp.name) / "ref.mp4", seconds=ref["clip_s"] * ref["clips"] + 1, width=ref["width"],
+                       height=ref["height"], fps=ref["fps"])
+    clips = read_clips(str(video), 10.0, 5.0, 6, 224).clips
+    del clips
     memory.settle()
     s = memory.split()
     out = {"rss": s["rss"], "anon": s["anon"], "file": s["file"], "split_source": s["source"],
@@ -304,7 +328,31 @@ def job_baseline(job) -> dict:
         torch.topk(idx @ q, k)
         xs.append(time.perf_counter() - t0)
     out["rank"] = {"samples": xs[2:], "warmups": xs[:2], "items": n}
+    out["assemble"] = assemble_cost(video, job.get("samples", 5))
+    tmp.cleanup()
     return out
+
+
+ASSEMBLE_REFERENCE = {"width": 320, "height": 240, "fps": 10, "clip_s": 10.0, "clips": 3}
+
+
+def assemble_cost(src: Path, samples: int) -> dict:
+    """Seconds to stitch 3 clips of 10 s from the reference video `src` (320x240, 10 fps h264; the
+    simulator scales by clip count): decode, re-encode with libx264, write."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from atomsim.run.assemble import assemble
+    ref = ASSEMBLE_REFERENCE
+    with tempfile.TemporaryDirectory() as d:
+        clips = [SimpleNamespace(video=str(src), start_s=i * ref["clip_s"], end_s=(i + 1) * ref["clip_s"])
+                 for i in range(ref["clips"])]
+        xs = []
+        for i in range(samples + 1):
+            t0 = time.perf_counter()
+            assemble(clips, Path(d) / f"out{i}.mp4")
+            xs.append(time.perf_counter() - t0)
+    return {"samples": xs[1:], "warmups": xs[:1], "items": ref["clips"], "reference": ref}
 
 
 JOBS = {"load": job_load, "ops": job_ops, "corun": job_corun, "baseline": job_baseline}

@@ -70,8 +70,14 @@ def plot_timeline(traces: list[Trace], path, titles: list[str] | None = None, li
             peak, _ = tr.peak()
             mem.axhline(peak / 1e9, color="black", linewidth=0.6, linestyle=":")
         lim = limit_bytes or tr.meta.get("ram_bytes")
-        if lim:
+        # one memory scale for every trace drawn (so that they compare); the RAM limit is drawn
+        # only when it is near the peaks (a 24 GB host limit would flatten a 1.5 GB run)
+        top = max((t.peak()[0] for t in traces), default=0) / 1e9 * 1.1
+        if lim and lim / 1e9 <= 2.5 * top:
             mem.axhline(lim / 1e9, color="red", linewidth=0.8, linestyle="--")
+            top = max(top, lim / 1e9 * 1.05)
+        if top > 0:
+            mem.set_ylim(0, top)
         mem.set_ylabel("GB", fontsize=8)
         mem.tick_params(labelsize=7)
     axes[-1].set_xlabel("time (s)")

@@ -78,7 +78,13 @@ class Load(BaseModel):
     warm_s: Stat
     cold_evicted: bool | None = None     # did page-cache eviction take effect (None: unknown)
     transient_bytes: tuple[int, int] = (0, 0)   # [low, high] freed after load (Table 8's temporaries)
+    transient_hwm_bytes: int | None = None      # the RSS-based figure of the range, when measured
     bytes_read: int | None = None
+
+    def temporaries_bytes(self) -> int:
+        """Load temporaries as the process's RSS sees them (what an OOM killer counts): the RSS
+        high-water figure where measured, else the high end of the range (published profiles)."""
+        return int(self.transient_hwm_bytes if self.transient_hwm_bytes is not None else self.transient_bytes[1])
 
 
 class Op(BaseModel):
@@ -119,6 +125,7 @@ class ModuleProfile(BaseModel):
     resident_anon_bytes: int | None = None
     resident_file_bytes: int | None = None
     load: Load
+    free_s: Stat | None = None            # time to free the module (gc, malloc_trim); absent: 0
     ops: dict[str, Op] = {}
 
 
@@ -146,6 +153,7 @@ class Profile(BaseModel):
     corun: list[CoRun] = []
     # costs of module-less ops (rank, assemble), seconds; absent means zero
     pipeline_ops_s: dict[str, float] = {}
+    pipeline_ops_items: dict[str, int] = {}   # items (e.g. clips assembled) of each pipeline_ops_s figure
 
     def module(self, model: str, quant: str) -> ModuleProfile:
         key = f"{model}/{quant}"

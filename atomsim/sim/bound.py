@@ -6,7 +6,7 @@ bound = max(critical path, CPU core-seconds / cores), where
   profiled thread count), times the smallest co-run factor they could get (< 1 only if a profile
   records a co-run speed-up); loads warm unless the file cannot be in the page cache yet (the
   first load of a module when the run starts cold: storage read alone + warm CPU work);
-  frees take no time;
+  frees their `free_s` (one thread);
 - core-seconds sum, per op, the least threads x latency it could take (and one thread for a
   load's warm CPU work).
 The simulated end-to-end time is never below it (a test checks).
@@ -48,7 +48,10 @@ def lower_bound(plan: Plan, profile: Profile, device: Device, warm_start: bool =
             fastest[s.id] = t
             core_s += warm_s
         else:
-            fastest[s.id] = 0.0
+            m = profile.modules[plan.instances[s.instance].key] if s.instance else None
+            free_s = m.free_s.median if m is not None and m.free_s is not None else 0.0
+            fastest[s.id] = free_s
+            core_s += free_s
     finish: dict[str, float] = {}
     lane_last: dict[str, float] = {}
     for s in plan.steps:   # plan order is a topological order (deps come earlier)

@@ -11,12 +11,13 @@ done and the lane is free.
 - module-less run step (`rank`, `assemble`): `profile.pipeline_ops_s[op]` seconds (0 if absent),
   scaled by items the same way when `pipeline_ops_items[op]` is given; 1 thread.
 - load step: weights (`resident_bytes`, counted from the start: the load's high-water mark) and
-  the high end of `load.transient_bytes` as load temporaries until it ends. Cold (file not in the
+  `load.temporaries_bytes()` (the RSS high-water figure where measured, else the high end of
+  `load.transient_bytes`) as load temporaries until it ends. Cold (file not in the
   page cache): a storage read then `load.warm_s` of CPU work on one thread. The read alone takes
   `cold_s - warm_s` when the device's storage bandwidth is the profile's (or the scenario's
   device is the profile's device), else `file_bytes / storage bandwidth`; concurrent reads share
   the bandwidth. Warm: `load.warm_s` of CPU work only. The file is then in the page cache.
-- free step: returns the weights; the file stays in the page cache while free RAM allows.
+- free step: takes the profile's `free_s` of one thread (0 if absent), then returns the weights; the file stays in the page cache while free RAM allows.
 - Out of memory: the run stops at that moment (`OutOfMemory`).
 """
 from __future__ import annotations
@@ -140,6 +141,9 @@ class Engine:
             yield from self._load(s)
         elif s.kind == "free":
             m = self._module(s)
+            free_s = m.free_s.median if m.free_s is not None else 0.0
+            if free_s > 0:   # garbage collection and returning pages: one thread of CPU work
+                yield self.cpu.run(s.id, 1, LatencyCurve({1: free_s}), None)
             self.mem.change(s.id, weights=-m.resident_bytes)
             yield self.env.timeout(0)
         else:
@@ -165,7 +169,7 @@ class Engine:
     def _load(self, s: Step):
         ref = self.plan.instances[s.instance]
         m = self.profile.modules[ref.key]
-        transient = int(m.load.transient_bytes[1])
+        transient = m.load.temporaries_bytes()
         warm = self.mem.cache.has(ref.key)
         self.loads.append({"step": s.id, "module": ref.key, "t_s": self.env.now, "warm": warm})
         self.mem.change(s.id, weights=m.resident_bytes, load_temporaries=transient)

@@ -74,20 +74,43 @@ def machine_info() -> dict:
 def validate_one(scenario: Scenario, profile: Profile, videos: list[str], out_dir: Path, store=None,
                  cold: bool = True) -> tuple[dict, object, object]:
     """Run and simulate one scenario; write both traces and the side-by-side picture."""
-    from ..run import run_scenario
     from ..sim import simulate, write_result
 
     evicted = evict_weights(scenario, store) if cold else False
-    measured = run_scenario(scenario, videos, out_dir=out_dir / "measured", store=store, progress=False)
-    clips = sum(1 for s in measured.trace.spans if s.stage == "encode")
+    mtrace, msummary = run_fresh(scenario, videos, out_dir, store)
+    clips = sum(1 for s in mtrace.spans if s.stage == "encode")
     sim = simulate(scenario, profile, clips=clips)
     write_result(sim, out_dir / "simulated")
-    row = compare_runs(scenario.name, measured.summary, sim.summary)
+    row = compare_runs(scenario.name, msummary, sim.summary)
     row["clips"] = clips
     row["quant"] = scenario.models.quant
     row["threads"] = scenario.threads.model_dump()
     row["evicted_before_run"] = evicted
-    return row, measured.trace, sim.trace
+    return row, mtrace, sim.trace
+
+
+def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None):
+    """The real run, in a fresh process (`atomsim run`), as an app starts: nothing left over in
+    the heap or the allocator from earlier runs, the runtime baseline as the profile measured it."""
+    import subprocess
+    import sys
+
+    from ..errors import AtomsimError
+    from ..schema.scenario import dump_scenario
+    from ..schema.trace import read_trace
+
+    path = out_dir / "scenario.yaml"
+    atomic_write_text(path, dump_scenario(scenario))
+    cmd = [sys.executable, "-m", "atomsim", "run", str(path), "--videos", *map(str, videos),
+           "--out", str(out_dir / "measured"), "--no-progress"]
+    if store:
+        cmd += ["--store", str(store)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AtomsimError(f"real run of scenario {scenario.name!r} failed (exit {proc.returncode}): "
+                           f"{proc.stderr.strip()[-2000:]}")
+    atomic_write_text(out_dir / "measured.log", proc.stdout + proc.stderr)
+    return read_trace(out_dir / "measured")
 
 
 def validate_suite(scenarios: list[Scenario], profile: Profile, videos: list[str], out_dir, store=None,
