@@ -2,12 +2,11 @@
 quantization backends and the model store. See docs/internals.md for the contract."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import json
 from pathlib import Path
 
+from ..procfs import malloc_trim
 from .specs import BACKENDS, MODELS, OPS, PAPER_TARGETS, PRESETS, SEED, ModelSpec, default_store
 from .store import build, weight_files
 
@@ -15,20 +14,6 @@ __all__ = ["PRESETS", "MODELS", "BACKENDS", "OPS", "PAPER_TARGETS", "ModelSpec",
            "spec", "build", "load", "weight_files", "malloc_trim", "estimate_file_bytes"]
 
 _SPEC_CACHE: dict = {}
-
-
-def malloc_trim() -> bool:
-    """Return freed heap to the OS (glibc); a no-op where unavailable (musl, macOS)."""
-    try:
-        name = ctypes.util.find_library("c") or "libc.so.6"
-        libc = ctypes.CDLL(name)
-        fn = getattr(libc, "malloc_trim", None)
-        if fn is None:
-            return False
-        fn(0)
-        return True
-    except OSError:
-        return False
 
 
 def estimate_file_bytes(net) -> dict:
@@ -167,7 +152,11 @@ def load(preset, model, quant, store=None, path=None, verify=False, eager=True) 
     Weights are memory-mapped from the file; with `eager` (default) every page is read before
     returning, so load time includes the read and the weights are resident (file-backed pages
     for fp32/torchao, anonymous memory for torch-dynamic-int8 whose weights are repacked).
-    `verify` also checks the sha256 of the weight file (costs a full extra read)."""
+    `verify` also checks the sha256 of the weight file (costs a full extra read).
+    Before returning, the load's temporaries are collected and the heap trimmed, so that what
+    the process keeps is the module (without it, glibc holds the freed temporaries as RSS)."""
     from .store import load_net
     net, meta, d = load_net(preset, model, quant, store=store, path=path, verify=verify, eager=eager)
+    gc.collect()
+    malloc_trim()
     return Module(net, preset, model, quant, meta=meta, path=d)

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import tempfile
-import zlib
 from pathlib import Path
 
 from ..errors import ModelStoreError

@@ -2,11 +2,11 @@
 reset (`/proc/self/clear_refs` with 5), the anonymous / file-backed split, and malloc_trim."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import resource
 import threading
+
+from ..procfs import malloc_trim, reset_hwm  # noqa: F401  (part of this module's API)
 
 KB = 1024
 
@@ -36,16 +36,6 @@ def rss() -> int:
 def hwm() -> int | None:
     """VmHWM: peak RSS since the process started or since the last reset_hwm()."""
     return _status().get("VmHWM")
-
-
-def reset_hwm() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0). False where not permitted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def split() -> dict:
@@ -81,19 +71,6 @@ def io_counters() -> dict:
     except (OSError, ValueError):
         pass
     return out
-
-
-def malloc_trim() -> bool:
-    """Give freed heap back to the OS (glibc); False where unavailable (bionic, musl)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = getattr(libc, "malloc_trim", None)
-        if fn is None:
-            return False
-        fn(0)
-        return True
-    except OSError:
-        return False
 
 
 def settle() -> None:

@@ -13,7 +13,6 @@ bytes inside the measured load.
 """
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys

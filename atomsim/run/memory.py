@@ -28,6 +28,7 @@ import os
 import threading
 import time
 
+from ..procfs import read_hwm, reset_hwm
 from ..schema.trace import BREAKDOWN
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -40,26 +41,6 @@ def rss_bytes() -> int:
     except OSError:
         import psutil
         return psutil.Process().memory_info().rss
-
-
-def reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def read_hwm() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def tensor_bytes(module) -> int:
