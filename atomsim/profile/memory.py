@@ -6,15 +6,16 @@ import gc
 import resource
 import threading
 
-from ..procfs import malloc_trim, reset_hwm  # noqa: F401  (part of this module's API)
+from ..procfs import malloc_trim, read_hwm, reset_hwm  # noqa: F401  (part of this module's API)
 
 KB = 1024
 
 
-def _status() -> dict:
+def _kb_fields(path: str) -> dict:
+    """The `Name:  N kB` lines of a /proc file, in bytes ({} if unreadable)."""
     out = {}
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
                 k, _, v = line.partition(":")
                 parts = v.split()
@@ -25,6 +26,10 @@ def _status() -> dict:
     return out
 
 
+def _status() -> dict:
+    return _kb_fields("/proc/self/status")
+
+
 def rss() -> int:
     """Resident set size in bytes (from /proc/self/status, else ru_maxrss as a last resort)."""
     s = _status()
@@ -33,23 +38,9 @@ def rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KB  # pragma: no cover
 
 
-def hwm() -> int | None:
-    """VmHWM: peak RSS since the process started or since the last reset_hwm()."""
-    return _status().get("VmHWM")
-
-
 def split() -> dict:
     """{'rss','anon','file'} bytes: from /proc/self/smaps_rollup, else /proc/self/status."""
-    vals = {}
-    try:
-        with open("/proc/self/smaps_rollup") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                parts = v.split()
-                if len(parts) == 2 and parts[1] == "kB":
-                    vals[k] = int(parts[0]) * KB
-    except OSError:
-        pass
+    vals = _kb_fields("/proc/self/smaps_rollup")
     if "Rss" in vals and "Anonymous" in vals:
         return {"rss": vals["Rss"], "anon": vals["Anonymous"], "file": vals["Rss"] - vals["Anonymous"],
                 "source": "smaps_rollup"}
@@ -108,7 +99,7 @@ class Peak:
 
     def __enter__(self):
         self._sampler = None
-        if reset_hwm() and hwm() is not None:
+        if reset_hwm() and read_hwm() is not None:
             self.method = "vmhwm-reset"
         else:
             self.method = "sampled-rss"
@@ -120,7 +111,7 @@ class Peak:
             self._sampler.__exit__(*exc)
             self.peak = self._sampler.peak
         else:
-            self.peak = max(hwm() or 0, rss())
+            self.peak = max(read_hwm() or 0, rss())
 
 
 def mapped_rss(paths) -> int | None:

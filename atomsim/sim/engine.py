@@ -142,10 +142,9 @@ class Engine:
         elif s.kind == "free":
             m = self._module(s)
             free_s = m.free_s.median if m.free_s is not None else 0.0
-            if free_s > 0:   # garbage collection and returning pages: one thread of CPU work
-                yield self.cpu.run(s.id, 1, LatencyCurve({1: free_s}), None)
+            # garbage collection and returning pages: one thread of CPU work (none if unmeasured)
+            yield self.cpu.run(s.id, 1, LatencyCurve({1: free_s}), None)
             self.mem.change(s.id, weights=-m.resident_bytes)
-            yield self.env.timeout(0)
         else:
             raise ValueError(f"unknown step kind {s.kind!r} in step {s.id!r}")
 

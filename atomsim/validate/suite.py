@@ -32,25 +32,16 @@ def evict_weights(scenario: Scenario, store) -> bool:
     """Drop the scenario's weight files from the page cache; True if the OS accepted it."""
     try:
         from .. import models
+        from ..profile.cache import evict
     except ImportError:
         return False
-    ok = True
-    for model in ("video-encoder", "decoder", "bert-decoder", "sentence-encoder"):
+    files = []
+    for model in models.MODELS:
         try:
-            files = models.weight_files(scenario.models.preset, model, scenario.models.quant_of(model), store)
+            files += models.weight_files(scenario.models.preset, model, scenario.models.quant_of(model), store)
         except Exception:
             continue
-        for f in files:
-            try:
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                finally:
-                    os.close(fd)
-            except (OSError, AttributeError):
-                ok = False
-    return ok
+    return evict(files)
 
 
 def machine_info() -> dict:
