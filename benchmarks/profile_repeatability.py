@@ -1,7 +1,8 @@
 """Repeatability of the profiler: two profiles of a preset taken back to back; for every op whose
 median is over 10 ms, the two medians must agree within 10%. Prints every ratio.
 
-    python benchmarks/profile_repeatability.py [--preset small] [--quant fp32] [--quick] [--keep DIR]
+    python benchmarks/profile_repeatability.py [--preset small] [--quant fp32 ...] [--threads 1,2]
+                                               [--quick] [--corun] [--keep DIR]
 
 Exit 0 when every compared op agrees, 1 otherwise.
 """
@@ -27,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", default=None, help="directory to keep the two profiles in")
     ap.add_argument("--tolerance", type=float, default=0.10)
     ap.add_argument("--min-median-s", type=float, default=0.010)
+    ap.add_argument("--corun", action="store_true", help="also measure the co-run slowdown (then either run is a "
+                    "complete profile, e.g. for the validation suite)")
     args = ap.parse_args(argv)
     threads = [int(x) for x in args.threads.split(",")] if args.threads else None
     outdir = Path(args.keep or tempfile.mkdtemp(prefix="atomsim-repeat-"))
@@ -34,7 +37,7 @@ def main(argv=None) -> int:
     for i in (1, 2):
         t0 = time.time()
         profs.append(measure(args.preset, quants=args.quants, threads=threads, samples=args.samples, quick=args.quick,
-                             store=args.store, out=outdir / f"run{i}.json", corun=False, resume=False))
+                             store=args.store, out=outdir / f"run{i}.json", corun=args.corun, resume=False))
         print(f"run {i}: {time.time() - t0:.0f} s -> {outdir / f'run{i}.json'}", flush=True)
     a, b = profs
     bad = 0

@@ -160,3 +160,34 @@ def test_corun_job(workers, tiny_store):
                      "b": {"model": "decoder", "quant": "fp32", "op": "caption",
                            "shape": {"beam": 2, "tokens": 4}, "threads": 1}})
     assert len(r["alone"][0]) == 2 and len(r["together"][0]) >= 2 and len(r["together"][1]) >= 2
+
+
+def test_sample_op_budget_stops_slow_ops_at_min_samples():
+    from atomsim.profile.worker import sample_op
+    calls = []
+
+    def op(x):
+        calls.append(x)
+        time.sleep(0.02)
+
+    warm, xs = sample_op(op, (1,), samples=8, warmups=2, min_samples=3, budget_s=0.05)
+    assert len(xs) == 3                 # 3 x 20 ms >= 50 ms budget: stops at the minimum
+    assert len(warm) == 1               # first warm-up over budget / samples: no second
+    assert len(calls) == 4
+    warm, xs = sample_op(op, (1,), samples=5, warmups=2, min_samples=3, budget_s=0)
+    assert (len(warm), len(xs)) == (2, 5)   # no budget: every sample asked for
+    warm, xs = sample_op(op, (1,), samples=5, warmups=1, min_samples=3, budget_s=10.0)
+    assert len(xs) == 5                 # fast op under a large budget: all samples
+    warm, xs = sample_op(op, (1,), samples=5, warmups=0, min_samples=3, budget_s=0.05)
+    assert (len(warm), len(xs)) == (0, 3)   # slow op at a later thread count: no warm-up
+
+
+def test_corun_job_interleaves_rounds(workers, tiny_store):
+    r = workers.run({"mode": "corun", "preset": "tiny", "store": str(tiny_store), "samples": 3,
+                     "a": {"model": "sentence-encoder", "quant": "fp32", "op": "embed",
+                           "shape": {"items": 2, "tokens": 4}, "threads": 1},
+                     "b": {"model": "decoder", "quant": "fp32", "op": "caption",
+                           "shape": {"beam": 2, "tokens": 4}, "threads": 1}})
+    assert r["interleaved"] and [len(x) for x in r["alone"]] == [3, 3]
+    # per round the slower op completes exactly one call together, the faster one or more
+    assert min(len(x) for x in r["together"]) == 3 and max(len(x) for x in r["together"]) >= 3

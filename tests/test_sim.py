@@ -13,7 +13,7 @@ from atomsim.schema.plan import ModuleRef, Plan, Step
 from atomsim.sim import simulate
 from atomsim.sim.cpu import Cpu, LatencyCurve
 from atomsim.sim.engine import Engine
-from test_sim_helpers import GB, make_profile, make_scenario
+from test_sim_helpers import GB, QUANT, make_profile, make_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_LOADS = {"video-encoder": 1.0, "decoder": 2.0, "bert-decoder": 1.5, "sentence-encoder": 0.5}  # warm = cold
@@ -187,6 +187,31 @@ def test_page_cache_keeps_files_only_while_free_ram_allows(ram_gb, warm):
 
 
 # ---- memory
+
+def test_heap_kept_by_an_op_stays_until_a_load_or_free_trims_it():
+    MB = 1_000_000
+    prof = make_profile(act=100 * MB)
+    prof.modules[f"video-encoder/{QUANT}"].ops["encode"].heap_retained_bytes = 80 * MB
+    res = simulate(make_scenario(policy="reload", clips=2), prof)
+    spans = {sp.step: sp for sp in res.trace.spans}
+
+    def acts_during(step):   # activations at the middle of the step
+        sp = spans[step]
+        t = sp.start_s + sp.dur_s / 2
+        return [b for ts, b in res.trace.memory if ts <= t][-1]["activations"]
+
+    assert acts_during("caption:0") == 80 * MB + 100 * MB   # encode's kept heap beside caption's peak
+    assert acts_during("encode:1") == 100 * MB              # its kept heap serves its next call first
+    assert acts_during("caption:1") == 180 * MB
+    assert max(b["activations"] for _, b in res.trace.memory) == 180 * MB
+    sp = spans[f"free:{next(s.instance for s in res.plan.steps if s.op == 'encode')}"]
+    after = [b for ts, b in res.trace.memory if ts >= sp.start_s + sp.dur_s][0]
+    assert after["activations"] == 0                         # the free's trim returned it
+    # not measured (None): the op returns everything, as before
+    prof.modules[f"video-encoder/{QUANT}"].ops["encode"].heap_retained_bytes = None
+    plain = simulate(make_scenario(policy="reload", clips=2), prof)
+    assert max(b["activations"] for _, b in plain.trace.memory) == 100 * MB
+
 
 def test_memory_breakdown_and_peak():
     prof = make_profile(act=10_000_000, inputs=1_000_000, transient=50_000_000)

@@ -38,3 +38,15 @@ def test_compare_rows_and_reductions():
 def test_reduction_needs_a_reload_twin():
     rows = [compare_runs("x", summary("reuse-serial", 3.0, 1), summary("reuse-serial", 3.0, 1))]
     assert reductions(rows, {"x": "g"}) == []
+
+
+def test_median_run_picks_the_middle_run_and_the_median_peak():
+    from atomsim.validate.suite import median_run
+    runs = [("t1", {"e2e_s": 12.0, "peak_bytes": 300}), ("t2", {"e2e_s": 10.0, "peak_bytes": 100}),
+            ("t3", {"e2e_s": 11.0, "peak_bytes": 500})]
+    trace, summary = median_run(runs)
+    assert trace == "t3" and summary["e2e_s"] == 11.0
+    assert summary["peak_bytes"] == 300                       # median of the peaks, not t3's own
+    assert [r["e2e_s"] for r in summary["repeats"]] == [12.0, 10.0, 11.0]
+    assert median_run(runs[:2])[0] == "t2"                      # even count: the lower middle run
+    assert median_run(runs[:1]) == runs[0]                      # one run: itself, unchanged

@@ -136,7 +136,10 @@ class Module:
         if op == "generate":
             words = ["clip", "scene", "person", "city", "night", "gift", "video", "order"]
             return (" ".join(words[i % len(words)] for i in range(max(prompt_tokens - 1, 1))), tokens)
-        return ([f"a person wraps presents in scene {i}" for i in range(items)],)
+        # embed: `items` texts shaped like the pipeline's captions (what `index` embeds): `tokens`
+        # words as the decoder's tokenizer writes a caption of that many tokens ("w<id>")
+        ids = torch.randint(3, 128256, (items, tokens), generator=g).tolist()
+        return ([" ".join(f"w{i}" for i in row) for row in ids],)
 
     def free(self) -> None:
         """Drop every reference to weights and tokenizer, collect, and trim the heap."""

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=_csv(int), help="thread counts, e.g. 1,2 (default 1 and all cores)")
     p.add_argument("--samples", type=int, help="samples per figure (default 5; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer samples and a smaller storage test")
+    p.add_argument("--op-budget", type=float, default=None, metavar="S",
+                   help="per op and thread count: stop sampling once 3 samples add up to S seconds "
+                        "(default 30; 0: always take --samples)")
     p.add_argument("--store", help="model store directory (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     p.add_argument("--frames", type=int, help="frames per clip (encode; default 6)")
     p.add_argument("--frame-size", type=int, help="frame side in pixels (default 224)")
@@ -70,7 +73,7 @@ def _project():
 
 def run_profile(args) -> int:
     from ..models.specs import BACKENDS
-    from .measure import measure
+    from .measure import OP_BUDGET_S, measure
     if not args.preset:
         raise ConfigError("atomsim profile needs --preset (tiny, small or paper), or a subcommand: show FILE, compare A B")
     if not args.out:
@@ -103,6 +106,7 @@ def run_profile(args) -> int:
                        quick=args.quick, store=args.store, shape=shape, out=args.out, progress=progress,
                        fresh=args.fresh, corun=not args.no_corun, corun_threads=tuple(args.corun_threads),
                        resume=not args.no_resume,
+                       op_budget_s=OP_BUDGET_S if args.op_budget is None else args.op_budget,
                        storage_bytes=None if args.storage_mb is None else args.storage_mb << 20)
     finally:
         if bar is not None:

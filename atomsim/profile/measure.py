@@ -24,7 +24,9 @@ from . import cache, fingerprint
 
 DEFAULT_SHAPE = {"frames": 6, "frame_size": 224, "beam": 4, "tokens": 23, "script_tokens": 64,
                  "prompt_tokens": 128, "items": 5}
-PARTIAL_VERSION = 1
+PARTIAL_VERSION = 2
+OP_BUDGET_S = 30.0   # per op and thread count: slow ops (torchao int8 without VNNI: 20-50 s a call) stop at MIN_SAMPLES
+MIN_SAMPLES = 3
 
 
 def op_shapes(model: str, shape: dict) -> dict:
@@ -35,7 +37,7 @@ def op_shapes(model: str, shape: dict) -> dict:
         "decoder": {"caption": {"beam": s["beam"], "tokens": s["tokens"]},
                     "generate": {"prompt_tokens": s["prompt_tokens"], "tokens": s["script_tokens"]}},
         "bert-decoder": {"caption": {"beam": s["beam"], "tokens": s["tokens"]}},
-        "sentence-encoder": {"embed": {"items": s["items"]}},
+        "sentence-encoder": {"embed": {"items": s["items"], "tokens": s["tokens"]}},
     }[model]
 
 
@@ -170,7 +172,9 @@ def module_profile(preset, model, quant, loads_cold, loads_warm, memray_r, ops_r
         ops[op] = Op(latency_s={t: Stat.of(v["samples"], v["warmups"]) for t, v in r["latency"].items()},
                      activation_peak_bytes=max(r["activation_peak_by_threads"].values()),
                      input_bytes=r["input_bytes"], items=r["items"], shape=r["shape"],
-                     activation_peak_by_threads=r["activation_peak_by_threads"], peak_method=r["peak_method"])
+                     activation_peak_by_threads=r["activation_peak_by_threads"], peak_method=r["peak_method"],
+                     heap_retained_bytes=max(r["heap_retained_by_threads"].values()) if r.get("heap_retained_by_threads") else None,
+                     heap_retained_by_threads=r.get("heap_retained_by_threads"))
     after_load = int(_med([r["resident"] for r in both]))
     used = (ops_r or {}).get("resident_after_ops")
     if used:  # what a loaded module keeps once its ops ran (mmap'd weights fault in on first use)
@@ -204,13 +208,14 @@ def instability(profile: Profile) -> list[str]:
 
 def measure(preset: str, models=None, quants=None, threads=None, samples=None, quick=False, store=None,
             shape=None, out=None, progress=None, fresh=False, corun=True, corun_threads=(1, 1),
-            resume=True, storage_bytes=None, workers: Workers | None = None) -> Profile:
+            resume=True, storage_bytes=None, workers: Workers | None = None, op_budget_s=OP_BUDGET_S) -> Profile:
     """Profile `models` (default: all) of `preset` under `quants` (default: fp32) on this machine.
 
     progress(done, total, description) is called as jobs finish. Writes `out` (atomically) when
     given, with a resumable `<out>.partial.json` beside it while running. `storage_bytes`: size of
     the scratch file of the storage test (default 256 MiB, 64 MiB quick). `workers`: a running
-    `Workers` to reuse (tests); default a new fork server.
+    `Workers` to reuse (tests); default a new fork server. `op_budget_s`: per op and thread
+    count, stop sampling once MIN_SAMPLES samples add up to this (see worker.sample_op; 0: never).
     """
     from .. import models as M
     from ..models import specs
@@ -231,6 +236,8 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     if samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {samples}")
     warmups = 1 if quick else 2
+    if op_budget_s is not None and op_budget_s < 0:
+        raise ConfigError(f"--op-budget must be >= 0 seconds, got {op_budget_s}")
     shape = dict(DEFAULT_SHAPE, **{k: v for k, v in (shape or {}).items() if v is not None})
     store = str(Path(store or M.default_store()).expanduser())
     if out is not None:
@@ -238,7 +245,8 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     say = progress or (lambda done, total, desc: None)
     config = {"preset": preset, "models": models, "quants": quants, "threads": threads, "samples": samples,
               "quick": quick, "shape": shape, "store": store, "corun": bool(corun),
-              "corun_threads": list(corun_threads)}
+              "corun_threads": list(corun_threads), "op_budget_s": op_budget_s or 0,
+              "min_samples": min(samples, MIN_SAMPLES)}
     state = {"version": PARTIAL_VERSION, "config": config, "whole": None, "modules": {}, "corun": {}}
     side = partial_path(out) if out is not None else None
     if side is not None and resume and side.exists():
@@ -301,6 +309,7 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
             done += 1
             say(done, total, f"{key} ops")
             ops_r = w.run(dict(job, mode="ops", threads=threads, samples=samples, warmups=warmups,
+                               min_samples=config["min_samples"], budget_s=config["op_budget_s"],
                                ops=op_shapes(m, shape)))
             done += 1
             params = cold[0].get("params") or M.spec(preset, m).params
@@ -349,7 +358,10 @@ def assemble(state: dict, t_start: float) -> Profile:
                      "(a fresh process that never held a module; Android-zygote style)",
         "samples": f"{n} samples per figure" + (" (--quick: fewer samples and warm-ups than the >=5 of a full "
                                                  "profile)" if cfg["quick"] else "") +
-                   f"; {1 if cfg['quick'] else 2} warm-up op calls kept apart",
+                   f"; {1 if cfg['quick'] else 2} warm-up op calls kept apart" +
+                   (f"; time budget: per op and thread count, sampling stops once {cfg.get('min_samples', n)} samples add up "
+                    f"to {cfg['op_budget_s']:g} s; an op slower than budget/samples gets one warm-up, at its first thread count only "
+                    "(each op's latency_s.n is the count taken)" if cfg.get("op_budget_s") else ""),
         "baseline_rss_bytes": "VmRSS of a new interpreter (not a forked child) ready to run a pipeline: python, torch, transformers, torchao, "
                               "safetensors, atomsim, its runner and PyAV imported, the preset's model code imported "
                               "(models.spec), the clips of a reference video (320x240, 10 fps, 31 s) decoded and "
@@ -372,11 +384,15 @@ def assemble(state: dict, t_start: float) -> Profile:
         "ops.activation_peak_bytes": "max over thread counts of VmHWM after the op (reset via clear_refs 5 before) "
                                      "minus RSS before; 'sampled-rss' (1 ms RSS polling) where clear_refs is not "
                                      "permitted (see each op's peak_method)",
+        "ops.heap_retained_bytes": "max over thread counts of RSS after the op (gc.collect, no malloc_trim) minus RSS "
+                                   "before it (after gc and malloc_trim): freed memory the allocator keeps until the next trim",
         "storage_read_bytes_per_s": f"sequential read of a {bw['bytes'] >> 20} MiB scratch file in the store directory "
                                     f"after fsync and posix_fadvise(DONTNEED) (evicted: {bw['evicted']}), median of "
                                     f"{bw['seconds']['n']}",
         "corun": "for the fp32 modules (else the first backend): both ops in two Python threads of one process, torch.set_num_threads inside each thread, "
-                 "each repeating until both have the sample count; slowdown = median together / median alone",
+                 "in interleaved rounds (one alone sample of each op, then both at once until each has one call "
+                 "that ran wholly while the other ran), so that machine drift hits alone and together alike; "
+                 "slowdown = median together / median alone",
         "pipeline_ops_s.rank": f"cosine top-5 of one query over {base['rank']['items']} L2-normalized 384-d vectors (torch)",
         "pipeline_ops_s.assemble": ("median seconds to stitch {clips} clips of {clip_s:g} s from a {width}x{height}, "
                                     "{fps} fps h264 video with the runner's assembler (decode, libx264 re-encode, "

@@ -39,13 +39,15 @@ def format_profile(p: Profile) -> str:
                      ms(m.load.cold_s), ms(m.load.warm_s), str(m.load.cold_evicted), f"[{mb(lo)}, {mb(hi)}]"])
     out.append(table(rows))
     out.append("")
-    rows = [["module:op", "threads", "median ms ±stdev", "p10-p90 ms", "n", "act. peak MB", "input KB", "shape"]]
+    rows = [["module:op", "threads", "median ms ±stdev", "p10-p90 ms", "n", "act. peak MB", "kept MB", "input KB", "shape"]]
     for k in sorted(p.modules):
         for op, o in sorted(p.modules[k].ops.items()):
             for t in o.threads():
                 st = o.latency_s[str(t)]
                 rows.append([f"{k}:{op}", str(t), ms(st), f"{st.p10 * 1e3:.1f}-{st.p90 * 1e3:.1f}", str(st.n),
-                             mb(o.activation_peak_bytes), f"{o.input_bytes / 1e3:.1f}",
+                             mb(o.activation_peak_bytes),
+                             "-" if o.heap_retained_bytes is None else mb(o.heap_retained_bytes),
+                             f"{o.input_bytes / 1e3:.1f}",
                              ",".join(f"{a}={b}" for a, b in sorted(o.shape.items()))])
     if len(rows) > 1:
         out.append(table(rows))

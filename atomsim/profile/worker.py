@@ -13,6 +13,7 @@ bytes inside the measured load.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -173,6 +174,31 @@ def _resident(s0, files):
     return {"resident": s["anon"] - s0["anon"] + w, "anon": s["anon"] - s0["anon"], "file": w}
 
 
+def sample_op(fn, inputs, samples: int, warmups: int, min_samples: int, budget_s: float | None):
+    """(warm-up times, sample times) of `fn(*inputs)`.
+
+    Up to `samples` timed calls after up to `warmups` calls kept apart. A time budget, as pyperf
+    bounds a benchmark's runtime: once `min_samples` are taken, sampling stops when the samples
+    so far add up to `budget_s`; warm-ups stop after the first one when it alone took more than
+    `budget_s / samples` (a slow op's first call already warmed its code paths). `warmups=0`
+    (a slow op at its second thread count: its code is warm, and a new thread pool costs
+    milliseconds) takes none."""
+    warm, xs = [], []
+    for i in range(warmups):
+        t0 = time.perf_counter()
+        fn(*inputs)
+        warm.append(time.perf_counter() - t0)
+        if budget_s and warm[0] > budget_s / max(1, samples):  # slow: one warm-up is enough
+            break
+    for i in range(samples):
+        if budget_s and len(xs) >= min_samples and sum(xs) >= budget_s:
+            break
+        t0 = time.perf_counter()
+        fn(*inputs)
+        xs.append(time.perf_counter() - t0)
+    return warm, xs
+
+
 def job_ops(job) -> dict:
     import torch
     files = weight_files(job)
@@ -185,28 +211,25 @@ def job_ops(job) -> dict:
     for op, shape in job["ops"].items():
         inputs = mod.example_inputs(op, **shape)
         fn = getattr(mod, op)
-        lat, peaks, method = {}, {}, None
+        lat, peaks, retained, method = {}, {}, {}, None
+        budget, warmups, slow = job.get("budget_s"), max(1, job.get("warmups", 1)), False
         for t in job["threads"]:
             torch.set_num_threads(int(t))
-            warm = []
-            for _ in range(job.get("warmups", 1)):
-                t0 = time.perf_counter()
-                fn(*inputs)
-                warm.append(time.perf_counter() - t0)
-            xs = []
-            for _ in range(job["samples"]):
-                t0 = time.perf_counter()
-                fn(*inputs)
-                xs.append(time.perf_counter() - t0)
+            warm, xs = sample_op(fn, inputs, job["samples"], 0 if slow else warmups,
+                                 job.get("min_samples", job["samples"]), budget)
+            slow = bool(budget) and min(warm + xs) > budget / max(1, job["samples"])
             memory.settle()
             r0 = memory.rss()
             with memory.Peak() as pk:
                 r = fn(*inputs)
                 del r
+            gc.collect()
+            retained[str(t)] = max(0, memory.rss() - r0)   # what the allocator kept (no trim)
             method = pk.method
             lat[str(t)] = {"samples": xs, "warmups": warm}
             peaks[str(t)] = max(0, pk.peak - r0)
         res[op] = {"latency": lat, "activation_peak_by_threads": peaks, "peak_method": method,
+                   "heap_retained_by_threads": retained,
                    "input_bytes": input_bytes(inputs), "items": _items(op, shape, inputs), "shape": shape}
     memory.settle()
     after_ops = _resident(s0, files)
@@ -217,7 +240,13 @@ def job_ops(job) -> dict:
 
 
 def job_corun(job) -> dict:
-    """Both ops alone, then at once in two threads (torch.set_num_threads inside each thread)."""
+    """Each op alone, then both at once in two threads (torch.set_num_threads inside each thread),
+    in interleaved rounds: round k takes one alone sample of each and one together sample of each,
+    so that a drift of the machine's speed over the job affects alone and together alike.
+
+    Together: both threads start at a barrier and repeat their op; a call counts when it ran
+    entirely while the other op was running too (the faster op may complete several per round;
+    its call still running when the slower one finishes is not counted)."""
     import torch
     specs = []
     for side in ("a", "b"):
@@ -225,34 +254,24 @@ def job_corun(job) -> dict:
         sub = dict(job, model=s["model"], quant=s["quant"])
         mod = load_target(sub)
         specs.append((mod, getattr(mod, s["op"]), mod.example_inputs(s["op"], **s.get("shape", {})), int(s["threads"])))
-    n = job["samples"]
-    alone = []
-    for mod, fn, inp, t in specs:
+    for mod, fn, inp, t in specs:  # warm-up, alone
         torch.set_num_threads(t)
         fn(*inp)
-        xs = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn(*inp)
-            xs.append(time.perf_counter() - t0)
-        alone.append(xs)
-    together = [[], []]
-    stop = threading.Event()
-    barrier = threading.Barrier(2)
-    errors = []
+    alone, together, errors = [[], []], [[], []], []
 
-    def run(i):
+    def run(i, stop, barrier, done):
         try:
             mod, fn, inp, t = specs[i]
             torch.set_num_threads(t)
-            fn(*inp)
             barrier.wait()
             while not stop.is_set():
                 t0 = time.perf_counter()
                 fn(*inp)
-                if not stop.is_set():
-                    together[i].append(time.perf_counter() - t0)
-                if min(len(together[0]), len(together[1])) >= n:
+                if stop.is_set():
+                    break
+                together[i].append(time.perf_counter() - t0)
+                done[i] = True
+                if all(done):
                     stop.set()
         except BaseException as e:  # pragma: no cover
             errors.append(repr(e))
@@ -262,16 +281,23 @@ def job_corun(job) -> dict:
             except Exception:
                 pass
 
-    ths = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join()
-    if errors:
-        raise RuntimeError("; ".join(errors))
+    for _ in range(int(job["samples"])):
+        for i, (mod, fn, inp, t) in enumerate(specs):
+            torch.set_num_threads(t)
+            t0 = time.perf_counter()
+            fn(*inp)
+            alone[i].append(time.perf_counter() - t0)
+        stop, barrier, done = threading.Event(), threading.Barrier(2), [False, False]
+        ths = [threading.Thread(target=run, args=(i, stop, barrier, done)) for i in (0, 1)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        if errors:
+            raise RuntimeError("; ".join(errors))
     for mod, *_ in specs:
         mod.free()
-    return {"alone": alone, "together": together}
+    return {"alone": alone, "together": together, "interleaved": True}
 
 
 def job_baseline(job) -> dict:
@@ -376,6 +402,10 @@ def _private_stdout():
 def serve() -> None:
     out = _private_stdout()
     preload()
+    # freeze the imports' objects (as the runner does before its first load): a forked child's
+    # collections then skip them and do not copy-on-write every page of the parent's heap
+    gc.collect()
+    gc.freeze()
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()
     for line in sys.stdin:
@@ -410,6 +440,8 @@ def main(argv=None) -> int:
     if len(argv) == 2 and argv[0] == "run":
         out = _private_stdout()
         preload()
+        gc.collect()
+        gc.freeze()
         out.write(json.dumps(run_job(json.loads(argv[1]))) + "\n")
         out.flush()
         return 0

@@ -91,6 +91,10 @@ class Op(BaseModel):
     model_config = ConfigDict(extra="allow")
     latency_s: dict[str, Stat]            # by intra-op thread count, "1", "2", ...
     activation_peak_bytes: int = Field(ge=0)
+    # RSS the op leaves behind when it returns, from a trimmed heap: freed memory the allocator
+    # keeps (glibc returns it at the next malloc_trim, which every load and free does). None: not
+    # measured (the simulator then assumes the op returns everything).
+    heap_retained_bytes: int | None = Field(default=None, ge=0)
     input_bytes: int = Field(default=0, ge=0)
     items: int = Field(default=1, gt=0)   # inputs in the profiled call; latency scales linearly
     shape: dict = {}

@@ -7,7 +7,9 @@ done and the lane is free.
   scaled linearly by `args.items` / profiled `items`; for `generate`, also by
   `args.tokens` / `shape.tokens` when the profile's op shape records `tokens` (decode-dominated:
   prefill is not modelled apart). Memory: `input_bytes` as inputs and `activation_peak_bytes` as
-  activations while it runs.
+  activations while it runs; when it returns, its `heap_retained_bytes` (freed memory the
+  allocator keeps, measured) stay counted as activations until the next load or free trims the
+  heap, and serve the op's next call first (the next call adds only what exceeds them).
 - module-less run step (`rank`, `assemble`): `profile.pipeline_ops_s[op]` seconds (0 if absent),
   scaled by items the same way when `pipeline_ops_items[op]` is given; 1 thread.
 - load step: weights (`resident_bytes`, counted from the start: the load's high-water mark) and
@@ -18,6 +20,8 @@ done and the lane is free.
   device is the profile's device), else `file_bytes / storage bandwidth`; concurrent reads share
   the bandwidth. Warm: `load.warm_s` of CPU work only. The file is then in the page cache.
 - free step: takes the profile's `free_s` of one thread (0 if absent), then returns the weights; the file stays in the page cache while free RAM allows.
+- Loads and frees end with a heap trim (as `models.load` and `Module.free` call malloc_trim):
+  the heap kept by ops that are not running is returned.
 - Out of memory: the run stops at that moment (`OutOfMemory`).
 """
 from __future__ import annotations
@@ -99,6 +103,8 @@ class Engine:
         self.mem = Memory(device.ram_bytes, profile.baseline_rss_bytes, self.trace, lambda: self.env.now)
         self.same_storage = same_storage(profile, device)
         self.loads: list[dict] = []
+        self.held: dict[str, int] = {}      # op -> heap the allocator kept after it (until a trim)
+        self.running: dict[str, str | None] = {}   # step id -> op key, for ops running now
         self.oom_event: dict | None = None
         self.done = {s.id: self.env.event() for s in plan.steps}
         self.curves = {s.id: op_curve(profile, plan, s) for s in plan.steps if s.kind == "run"}
@@ -145,6 +151,7 @@ class Engine:
             # garbage collection and returning pages: one thread of CPU work (none if unmeasured)
             yield self.cpu.run(s.id, 1, LatencyCurve({1: free_s}), None)
             self.mem.change(s.id, weights=-m.resident_bytes)
+            self._trim(s)
         else:
             raise ValueError(f"unknown step kind {s.kind!r} in step {s.id!r}")
 
@@ -154,16 +161,35 @@ class Engine:
 
     def _run(self, s: Step):
         curve, key = self.curves[s.id]
-        inputs = acts = 0
+        inputs = acts = kept = 0
+        op_key = None
         if s.instance is not None:
             ref = self.plan.instances[s.instance]
             op = self.profile.modules[ref.key].ops[s.op]
-            inputs, acts = op.input_bytes, op.activation_peak_bytes
+            op_key = f"{ref.key}:{s.op}"
+            inputs = op.input_bytes
+            kept = min(op.heap_retained_bytes or 0, op.activation_peak_bytes)
+            # the heap this op kept from its last call (until a trim) serves this call first
+            acts = max(0, op.activation_peak_bytes - self.held.get(op_key, 0))
+        self.running[s.id] = op_key
         if inputs or acts:
             self.mem.change(s.id, inputs=inputs, activations=acts)
         yield self.cpu.run(s.id, s.threads, curve, key)
-        if inputs or acts:
-            self.mem.change(s.id, inputs=-inputs, activations=-acts)
+        del self.running[s.id]
+        grow = max(0, kept - self.held.get(op_key, 0)) if op_key else 0
+        if grow:
+            self.held[op_key] = self.held.get(op_key, 0) + grow
+        if inputs or acts or grow:
+            self.mem.change(s.id, inputs=-inputs, activations=grow - acts)
+
+    def _trim(self, s: Step) -> None:
+        """malloc_trim at the end of a load or free: the allocator returns what ops left behind,
+        except the heap of ops still running."""
+        busy = set(self.running.values())
+        drop = sum(v for k, v in self.held.items() if k not in busy)
+        self.held = {k: v for k, v in self.held.items() if k in busy}
+        if drop:
+            self.mem.change(s.id, activations=-drop)
 
     def _load(self, s: Step):
         ref = self.plan.instances[s.instance]
@@ -184,3 +210,4 @@ class Engine:
             yield self.cpu.run(s.id, 1, LatencyCurve({1: warm_s}), None)
         self.mem.cache.touch(ref.key, m.file_bytes)
         self.mem.change(s.id, load_temporaries=-transient)
+        self._trim(s)

@@ -14,6 +14,8 @@ def register(sub) -> None:
     p.add_argument("--videos", nargs="+", required=True, metavar="PATH", help="video files to run on")
     p.add_argument("--store", default=None, help="model store directory (default: $ATOMSIM_STORE or the user cache)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="real runs per scenario, in interleaved rounds; each compared through its median run (default 1)")
     p.set_defaults(func=_validate)
 
 
@@ -36,7 +38,8 @@ def _validate(args: argparse.Namespace) -> int:
     check_writable_dir(args.out)
     scenarios = [load_scenario(p) for p in _scenario_paths(args.scenarios)]
     profile = load_profile(args.profile)
-    result = validate_suite(scenarios, profile, args.videos, args.out, store=args.store, profile_path=args.profile)
+    result = validate_suite(scenarios, profile, args.videos, args.out, store=args.store, profile_path=args.profile,
+                            repeat=args.repeat)
     print(fidelity_table(result))
     print()
     print(reduction_table(result))

@@ -62,13 +62,32 @@ def machine_info() -> dict:
     return info
 
 
-def validate_one(scenario: Scenario, profile: Profile, videos: list[str], out_dir: Path, store=None,
-                 cold: bool = True) -> tuple[dict, object, object]:
-    """Run and simulate one scenario; write both traces and the side-by-side picture."""
-    from ..sim import simulate, write_result
+def median_run(runs: list[tuple]) -> tuple:
+    """Of repeated real runs [(trace, summary)], the one with the median end-to-end time (the lower
+    middle one for an even count), its summary's peak replaced by the median peak of all runs and
+    every run's figures kept under `repeats`."""
+    import statistics
+    order = sorted(range(len(runs)), key=lambda i: runs[i][1]["e2e_s"])
+    trace, summary = runs[order[(len(runs) - 1) // 2]]
+    summary = dict(summary)
+    if len(runs) > 1:
+        summary["peak_bytes"] = int(statistics.median_low([r[1]["peak_bytes"] for r in runs]))
+        summary["repeats"] = [{"e2e_s": r[1]["e2e_s"], "peak_bytes": r[1]["peak_bytes"]} for r in runs]
+    return trace, summary
 
+
+def real_runs(scenario: Scenario, videos: list[str], out_dir: Path, store=None, cold: bool = True,
+              tag: str = "measured") -> tuple:
+    """One real run into out_dir/tag, its weights evicted first when `cold`: (trace, summary, evicted)."""
     evicted = evict_weights(scenario, store) if cold else False
-    mtrace, msummary = run_fresh(scenario, videos, out_dir, store)
+    trace, summary = run_fresh(scenario, videos, out_dir, store, tag=tag)
+    return trace, summary, evicted
+
+
+def compare_one(scenario: Scenario, profile: Profile, runs: list[tuple], out_dir: Path, evicted: bool):
+    """Simulate the plan of the real runs (same clip count) and compare with their median run."""
+    from ..sim import simulate, write_result
+    mtrace, msummary = median_run(runs)
     clips = sum(1 for s in mtrace.spans if s.stage == "encode")
     sim = simulate(scenario, profile, clips=clips)
     write_result(sim, out_dir / "simulated")
@@ -77,10 +96,19 @@ def validate_one(scenario: Scenario, profile: Profile, videos: list[str], out_di
     row["quant"] = scenario.models.quant
     row["threads"] = scenario.threads.model_dump()
     row["evicted_before_run"] = evicted
+    if "repeats" in msummary:
+        row["measured_repeats"] = msummary["repeats"]
     return row, mtrace, sim.trace
 
 
-def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None):
+def validate_one(scenario: Scenario, profile: Profile, videos: list[str], out_dir: Path, store=None,
+                 cold: bool = True) -> tuple[dict, object, object]:
+    """Run and simulate one scenario; write both traces and the side-by-side picture."""
+    mtrace, msummary, evicted = real_runs(scenario, videos, out_dir, store, cold)
+    return compare_one(scenario, profile, [(mtrace, msummary)], out_dir, evicted)
+
+
+def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None, tag: str = "measured"):
     """The real run, in a fresh process (`atomsim run`), as an app starts: nothing left over in
     the heap or the allocator from earlier runs, the runtime baseline as the profile measured it."""
     import subprocess
@@ -93,41 +121,58 @@ def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None):
     path = out_dir / "scenario.yaml"
     atomic_write_text(path, dump_scenario(scenario))
     cmd = [sys.executable, "-m", "atomsim", "run", str(path), "--videos", *map(str, videos),
-           "--out", str(out_dir / "measured"), "--no-progress"]
+           "--out", str(out_dir / tag), "--no-progress"]
     if store:
         cmd += ["--store", str(store)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise AtomsimError(f"real run of scenario {scenario.name!r} failed (exit {proc.returncode}): "
                            f"{proc.stderr.strip()[-2000:]}")
-    atomic_write_text(out_dir / "measured.log", proc.stdout + proc.stderr)
-    return read_trace(out_dir / "measured")
+    atomic_write_text(out_dir / f"{tag}.log", proc.stdout + proc.stderr)
+    return read_trace(out_dir / tag)
 
 
 def validate_suite(scenarios: list[Scenario], profile: Profile, videos: list[str], out_dir, store=None,
-                   profile_path: str | None = None, progress: bool = True) -> dict:
+                   profile_path: str | None = None, progress: bool = True, repeat: int = 1) -> dict:
+    """Validate every scenario; with `repeat` > 1 each scenario runs that many times, in
+    interleaved rounds (all scenarios once, then again), so that a drift of the machine's speed
+    spreads over all of them; each is compared through its median run."""
     out_dir = check_writable_dir(out_dir)
     from ..plan import make_plan
     from ..sim.engine import check_profile
     for sc in scenarios:   # a profile that lacks a module or op fails before any real run
         check_profile(profile, make_plan(sc))
+    if repeat < 1:
+        from ..errors import ConfigError
+        raise ConfigError(f"--repeat must be >= 1, got {repeat}")
     rows, groups = [], {}
+    runs = {sc.name: [] for sc in scenarios}
+    evicted = {}
     from tqdm import tqdm
-    bar = tqdm(scenarios, desc="validate", unit="scenario", disable=not progress)
-    for sc in bar:
-        bar.set_postfix_str(sc.name)
-        row, mtrace, strace = validate_one(sc, profile, videos, out_dir / sc.name, store)
+    bar = tqdm(total=len(scenarios) * repeat, desc="validate", unit="run", disable=not progress)
+    for k in range(repeat):
+        for sc in scenarios:
+            bar.set_postfix_str(f"{sc.name} ({k + 1}/{repeat})")
+            trace, summary, ev = real_runs(sc, videos, out_dir / sc.name, store,
+                                           tag="measured" if repeat == 1 else f"measured-{k + 1}")
+            runs[sc.name].append((trace, summary))
+            evicted[sc.name] = evicted.get(sc.name, True) and ev
+            bar.update(1)
+    bar.close()
+    for sc in scenarios:
+        row, mtrace, strace = compare_one(sc, profile, runs[sc.name], out_dir / sc.name, evicted[sc.name])
         rows.append(row)
         groups[sc.name] = group_key(sc)
         try:
             from ..report.timeline import plot_timeline
             plot_timeline([mtrace, strace], out_dir / f"{sc.name}.png",
-                          titles=[f"{sc.name}: measured", f"{sc.name}: simulated"])
+                          titles=[f"{sc.name}: measured" + (f" (median of {repeat})" if repeat > 1 else ""),
+                                  f"{sc.name}: simulated"])
         except ImportError:
             pass
     reds = reductions(rows, groups)
     result = {
-        "version": 1, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "version": 1, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "repeat": repeat,
         "machine": machine_info(), "profile": profile_path, "profile_source": profile.source,
         "scenarios": rows, "reductions": reds, "summary": summarize_errors(rows, reds),
     }
