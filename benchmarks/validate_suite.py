@@ -3,7 +3,8 @@
     python benchmarks/validate_suite.py --profile profiles/host-small-validation.json --out docs
 
 Makes its own video (65 s, 320x240, 10 fps, with audio: 12 clips of 10 s every 5 s), then runs
-`atomsim validate` over every scenario of the suite and writes DIR/fidelity.{json,md} and one
+`atomsim validate --repeat 3` over every scenario of the suite (each compared through its median
+run of 3, run in interleaved rounds) and writes DIR/fidelity.{json,md} and one
 picture per scenario. Measure on a quiet machine: the real runs are timed.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default=str(ROOT / "profiles" / "host-small-validation.json"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "fidelity"))
     ap.add_argument("--store", default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="real runs per scenario, interleaved rounds (default 3)")
     ap.add_argument("scenarios", nargs="*", default=[str(ROOT / "scenarios" / "validation")])
     args = ap.parse_args(argv)
 
@@ -32,7 +34,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as d:
         video = videos.make_video(Path(d) / "walk.mp4", seconds=65.0, width=320, height=240, fps=10, audio=True)
         t0 = time.perf_counter()
-        argv = ["validate", *args.scenarios, "--profile", args.profile, "--videos", str(video), "--out", args.out]
+        argv = ["validate", *args.scenarios, "--profile", args.profile, "--videos", str(video), "--out", args.out,
+                "--repeat", str(args.repeat)]
         if args.store:
             argv += ["--store", args.store]
         code = atomsim(argv)

@@ -99,15 +99,16 @@ def test_interrupt_keeps_partial_and_resumes(workers, tiny_store, tmp_path):
     kw = dict(models=["decoder", "bert-decoder"], threads=[1], samples=1, quick=True, store=tiny_store,
               corun=False, out=out, storage_bytes=4 * MB, workers=workers)
 
-    def stop_at_second(done, total, desc):
-        if desc.startswith("bert-decoder"):
+    def stop_at_second(done, total, desc):   # loads of both done, the decoder's ops done
+        if desc.startswith("bert-decoder/fp32 ops"):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         measure("tiny", progress=stop_at_second, **kw)
     assert not out.exists()
     side = json.loads(partial_path(out).read_text())
-    assert list(side["modules"]) == ["decoder/fp32"]
+    assert sorted(side["loads"]) == ["bert-decoder/fp32", "decoder/fp32"]
+    assert len(side["rounds"]["decoder/fp32"]) == 1 and not side["rounds"].get("bert-decoder/fp32")
     other = tmp_path / "finished.json"   # finishing a partial that will not be resumed
     partial_path(other).write_text(partial_path(out).read_text())
     fin = finish_partial(other)
@@ -115,7 +116,9 @@ def test_interrupt_keeps_partial_and_resumes(workers, tiny_store, tmp_path):
     seen = []
     p = measure("tiny", progress=lambda d, t, s: seen.append(s), **kw)
     assert not any(s.startswith("decoder/") for s in seen)   # resumed, not re-measured
-    assert p.modules["decoder/fp32"].load.cold_s.samples == side["modules"]["decoder/fp32"]["load"]["cold_s"]["samples"]
+    assert p.modules["decoder/fp32"].load.cold_s.samples == [r["seconds"] for r in side["loads"]["decoder/fp32"]["cold"]]
+    assert p.modules["decoder/fp32"].ops["caption"].latency_s["1"].samples == \
+        side["rounds"]["decoder/fp32"][0]["ops"]["caption"]["latency"]["1"]["samples"]
     assert out.exists() and not partial_path(out).exists()
 
 
@@ -191,3 +194,24 @@ def test_corun_job_interleaves_rounds(workers, tiny_store):
     assert r["interleaved"] and [len(x) for x in r["alone"]] == [3, 3]
     # per round the slower op completes exactly one call together, the faster one or more
     assert min(len(x) for x in r["together"]) == 3 and max(len(x) for x in r["together"]) >= 3
+
+
+def test_rounds_take_one_sample_each_until_the_count_or_the_budget():
+    from atomsim.profile.measure import merge_rounds, ops_todo
+
+    def rd(x, slow=False):
+        return {"ops": {"encode": {"latency": {"1": {"samples": [x], "warmups": [x]}, "2": {"samples": [x / 2], "warmups": []}},
+                                   "slow": slow, "activation_peak_by_threads": {"1": 7}}},
+                "resident_after_load": {"resident": 1}, "resident_after_ops": {"resident": 2}, "free_s": 0.1}
+    cfg = {"op_budget_s": 30.0, "min_samples": 3}
+    ops = {"encode": {}}
+    assert ops_todo([], ops, [1, 2], 5, cfg) == ({"encode": [1, 2]}, set())
+    fast = [rd(1.0)] * 3
+    assert ops_todo(fast, ops, [1, 2], 5, cfg)[0] == {"encode": [1, 2]}      # under budget: more rounds
+    assert ops_todo([rd(1.0)] * 5, ops, [1, 2], 5, cfg)[0] == {"encode": []}  # the count reached
+    slow = [rd(12.0, slow=True)] * 3                                           # 36 s >= 30 s at 1 thread
+    assert ops_todo(slow, ops, [1, 2], 5, cfg) == ({"encode": [2]}, {"encode"})
+    assert ops_todo(slow, ops, [1, 2], 5, dict(cfg, op_budget_s=0))[0] == {"encode": [1, 2]}
+    merged = merge_rounds([rd(1.0), None, rd(2.0)])
+    assert merged["ops"]["encode"]["latency"]["1"]["samples"] == [1.0, 2.0]
+    assert merged["ops"]["encode"]["activation_peak_by_threads"] == {"1": 7} and merged["free_s"] == [0.1, 0.1]

@@ -24,7 +24,7 @@ from . import cache, fingerprint
 
 DEFAULT_SHAPE = {"frames": 6, "frame_size": 224, "beam": 4, "tokens": 23, "script_tokens": 64,
                  "prompt_tokens": 128, "items": 5}
-PARTIAL_VERSION = 2
+PARTIAL_VERSION = 3
 OP_BUDGET_S = 30.0   # per op and thread count: slow ops (torchao int8 without VNNI: 20-50 s a call) stop at MIN_SAMPLES
 MIN_SAMPLES = 3
 
@@ -187,7 +187,42 @@ def module_profile(preset, model, quant, loads_cold, loads_warm, memray_r, ops_r
                          resident_file_bytes=None if wfile is None else int(wfile),
                          other_file_bytes=int(_med([r.get("other_file") or 0 for r in both])),
                          load=load, ops=ops,
-                         free_s=Stat.of([ops_r["free_s"]]) if ops_r and "free_s" in ops_r else None)
+                         free_s=Stat.of(ops_r["free_s"] if isinstance(ops_r["free_s"], list) else [ops_r["free_s"]])
+                         if ops_r and "free_s" in ops_r else None)
+
+
+def ops_todo(rounds: list, ops: dict, threads: list[int], samples: int, config: dict) -> tuple[dict, set]:
+    """What the next round of a module's ops still measures: op -> thread counts that have fewer
+    than `samples` samples and have not used up the time budget (once `min_samples` are in); and
+    the ops known to be slow (no warm-up needed)."""
+    budget, least = config.get("op_budget_s") or 0, config.get("min_samples", samples)
+    todo, slow = {}, set()
+    for op in ops:
+        todo[op] = []
+        for t in threads:
+            xs = [x for rd in rounds if rd for x in rd["ops"].get(op, {}).get("latency", {}).get(str(t), {}).get("samples", [])]
+            spent = budget and len(xs) >= least and sum(xs) >= budget
+            if len(xs) < samples and not spent:
+                todo[op].append(t)
+        if any(rd and rd["ops"].get(op, {}).get("slow") for rd in rounds):
+            slow.add(op)
+    return todo, slow
+
+
+def merge_rounds(rounds: list) -> dict:
+    """One ops result from the rounds of a module: every round's samples and warm-ups per op and
+    thread count; memory figures from the first round (the one that measured them); free_s of all."""
+    rounds = [rd for rd in rounds if rd]
+    first = rounds[0]
+    out = {"ops": {}, "resident_after_load": first["resident_after_load"],
+           "resident_after_ops": first["resident_after_ops"], "free_s": [rd["free_s"] for rd in rounds]}
+    for op, r0 in first["ops"].items():
+        lat = {}
+        for t in r0["latency"]:
+            lat[t] = {"samples": [x for rd in rounds for x in rd["ops"].get(op, {}).get("latency", {}).get(t, {}).get("samples", [])],
+                      "warmups": [x for rd in rounds for x in rd["ops"].get(op, {}).get("latency", {}).get(t, {}).get("warmups", [])]}
+        out["ops"][op] = dict(r0, latency=lat)
+    return out
 
 
 def instability(profile: Profile) -> list[str]:
@@ -235,7 +270,7 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     samples = int(samples or (3 if quick else 5))
     if samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {samples}")
-    warmups = 1 if quick else 2
+    warmups = 1   # per op, thread count and round (each round is a new process)
     if op_budget_s is not None and op_budget_s < 0:
         raise ConfigError(f"--op-budget must be >= 0 seconds, got {op_budget_s}")
     shape = dict(DEFAULT_SHAPE, **{k: v for k, v in (shape or {}).items() if v is not None})
@@ -270,9 +305,11 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
                     if dec in models:
                         pairs.append((q, dec))
     loads_per = 2 * samples + 1
-    total = 2 + len(keys) * (loads_per + 1) + len(pairs)
-    done = 2 * (state["whole"] is not None) + sum(loads_per + 1 for k in keys if f"{k[0]}/{k[1]}" in state["modules"]) \
-        + sum(1 for p in pairs if f"{p[0]}/{p[1]}" in state["corun"])
+    state.setdefault("loads", {})
+    state.setdefault("rounds", {})
+    total = 2 + len(keys) * (loads_per + samples) + len(pairs)
+    done = 2 * (state["whole"] is not None) + loads_per * len(state["loads"]) \
+        + sum(len(v) for v in state["rounds"].values()) + sum(1 for p in pairs if f"{p[0]}/{p[1]}" in state["corun"])
     say(done, total, "building modules")
     for m, q in keys:
         if f"{m}/{q}" not in state["modules"]:
@@ -289,9 +326,9 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
             done += 1
             state["whole"] = {"baseline": base, "storage": bw, "loadavg_start": fingerprint.loadavg()}
             save_state()
-        for m, q in keys:
+        for m, q in keys:   # loads: cold and warm samples, one memray load
             key = f"{m}/{q}"
-            if key in state["modules"]:
+            if key in state["loads"] or key in state["modules"]:
                 continue
             job = {"preset": preset, "model": m, "quant": q, "store": store}
             cold, warm = [], []
@@ -307,13 +344,38 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
                 say(done, total, f"{key} memray load")
                 mr = w.run(dict(job, mode="load", cold=False, memray=True))
             done += 1
-            say(done, total, f"{key} ops")
-            ops_r = w.run(dict(job, mode="ops", threads=threads, samples=samples, warmups=warmups,
-                               min_samples=config["min_samples"], budget_s=config["op_budget_s"],
-                               ops=op_shapes(m, shape)))
-            done += 1
-            params = cold[0].get("params") or M.spec(preset, m).params
-            state["modules"][key] = module_profile(preset, m, q, cold, warm, mr, ops_r, params).model_dump(mode="json")
+            state["loads"][key] = {"cold": cold, "warm": warm, "memray": mr}
+            save_state()
+        # ops in rounds, pyperf-style: each round runs every module's ops once (one sample per op
+        # and thread count) in a new process, so that each median spans the whole profile and
+        # several processes instead of one minute of one process
+        for r in range(samples):
+            for m, q in keys:
+                key = f"{m}/{q}"
+                rounds = state["rounds"].setdefault(key, [])
+                if key in state["modules"] or len(rounds) > r:
+                    continue
+                todo, cold_ok = ops_todo(rounds, op_shapes(m, shape), threads, samples, config)
+                if not any(todo.values()):
+                    done += samples - r
+                    state["rounds"][key] = rounds + [None] * (samples - r)
+                    continue
+                say(done, total, f"{key} ops, round {r + 1}/{samples}")
+                rounds.append(w.run({"preset": preset, "model": m, "quant": q, "store": store, "mode": "ops",
+                                     "threads": threads, "samples": 1, "samples_total": samples,
+                                     "warmups": warmups, "min_samples": 1, "budget_s": config["op_budget_s"],
+                                     "memory": r == 0, "todo": todo, "cold_ok": sorted(cold_ok),
+                                     "ops": op_shapes(m, shape)}))
+                done += 1
+                save_state()
+        for m, q in keys:
+            key = f"{m}/{q}"
+            if key in state["modules"]:
+                continue
+            ld = state["loads"][key]
+            params = ld["cold"][0].get("params") or M.spec(preset, m).params
+            state["modules"][key] = module_profile(preset, m, q, ld["cold"], ld["warm"], ld["memray"],
+                                                   merge_rounds(state["rounds"][key]), params).model_dump(mode="json")
             save_state()
         for q, dec in pairs:
             key = f"{q}/{dec}"
@@ -353,15 +415,17 @@ def assemble(state: dict, t_start: float) -> Profile:
     has_memray = bool(base.get("memray"))
     n = cfg["samples"]
     method = {
-        "processes": "every load sample and each module's ops run in a forked child of a fork server "
-                     "that imported python, torch, transformers, torchao and atomsim and never ran a torch op "
-                     "(a fresh process that never held a module; Android-zygote style)",
-        "samples": f"{n} samples per figure" + (" (--quick: fewer samples and warm-ups than the >=5 of a full "
-                                                 "profile)" if cfg["quick"] else "") +
-                   f"; {1 if cfg['quick'] else 2} warm-up op calls kept apart" +
-                   (f"; time budget: per op and thread count, sampling stops once {cfg.get('min_samples', n)} samples add up "
-                    f"to {cfg['op_budget_s']:g} s; an op slower than budget/samples gets one warm-up, at its first thread count only "
-                    "(each op's latency_s.n is the count taken)" if cfg.get("op_budget_s") else ""),
+        "processes": "every load sample, and each round of a module's ops, run in a forked child of a fork server "
+                     "that imported python, torch, transformers, torchao and atomsim, froze their objects "
+                     "(gc.freeze) and never ran a torch op (a fresh process that never held a module; "
+                     "Android-zygote style)",
+        "samples": f"{n} samples per figure" + (" (--quick: fewer than the >=5 of a full profile)" if cfg["quick"] else "") +
+                   f"; op latencies in {n} rounds, pyperf-style: each round runs every module's ops once, one "
+                   "sample per op and thread count after one warm-up call kept apart, in a new process, so that "
+                   "each median spans the whole profile and several processes" +
+                   (f"; time budget: an op and thread count stops once {cfg.get('min_samples', n)} samples add up "
+                    f"to {cfg['op_budget_s']:g} s, and an op slower than budget/samples takes no warm-up after its "
+                    "first (each op's latency_s.n is the count taken)" if cfg.get("op_budget_s") else ""),
         "baseline_rss_bytes": "VmRSS of a new interpreter (not a forked child) ready to run a pipeline: python, torch, transformers, torchao, "
                               "safetensors, atomsim, its runner and PyAV imported, the preset's model code imported "
                               "(models.spec), the clips of a reference video (320x240, 10 fps, 31 s) decoded and "
@@ -427,6 +491,15 @@ def finish_partial(out) -> Profile:
         state = json.loads(side.read_text())
     except (OSError, ValueError) as e:
         raise ProfileError(f"cannot read {side}: {e}") from None
+    from .. import models as M
+    cfg = state.get("config", {})
+    for key, ld in (state.get("loads") or {}).items():   # modules with loads and at least one round of ops
+        rounds = [rd for rd in (state.get("rounds") or {}).get(key, []) if rd]
+        if key not in state.setdefault("modules", {}) and rounds:
+            m, q = key.split("/", 1)
+            params = ld["cold"][0].get("params") or M.spec(cfg["preset"], m).params
+            state["modules"][key] = module_profile(cfg["preset"], m, q, ld["cold"], ld["warm"], ld["memray"],
+                                                   merge_rounds(rounds), params).model_dump(mode="json")
     if not state.get("whole") or not state.get("modules"):
         raise ProfileError(f"{side} holds no finished module yet")
     prof = assemble(state, time.time())

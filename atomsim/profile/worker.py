@@ -200,6 +200,11 @@ def sample_op(fn, inputs, samples: int, warmups: int, min_samples: int, budget_s
 
 
 def job_ops(job) -> dict:
+    """One round of a module's ops: load it, then for each op and thread count (`todo`: op ->
+    thread counts still wanted; default all) warm-ups and `samples` timed calls; with `memory`,
+    the activation peak and the heap kept after one more call from a trimmed heap, and the
+    resident figures. An op listed in `cold_ok` (slow: a call costs far more than a first call's
+    set-up) takes no warm-up."""
     import torch
     files = weight_files(job)
     memory.settle()
@@ -208,29 +213,35 @@ def job_ops(job) -> dict:
     memory.settle()
     after_load = _resident(s0, files)
     res = {}
+    budget, n = job.get("budget_s"), int(job["samples"])
+    todo, cold_ok = job.get("todo") or {}, set(job.get("cold_ok") or ())
     for op, shape in job["ops"].items():
+        threads = todo.get(op, job["threads"])
+        if not threads:
+            continue
         inputs = mod.example_inputs(op, **shape)
         fn = getattr(mod, op)
         lat, peaks, retained, method = {}, {}, {}, None
-        budget, warmups, slow = job.get("budget_s"), max(1, job.get("warmups", 1)), False
-        for t in job["threads"]:
+        warmups, slow = max(1, job.get("warmups", 1)), op in cold_ok
+        for t in threads:
             torch.set_num_threads(int(t))
-            warm, xs = sample_op(fn, inputs, job["samples"], 0 if slow else warmups,
-                                 job.get("min_samples", job["samples"]), budget)
-            slow = bool(budget) and min(warm + xs) > budget / max(1, job["samples"])
-            memory.settle()
-            r0 = memory.rss()
-            with memory.Peak() as pk:
-                r = fn(*inputs)
-                del r
-            gc.collect()
-            retained[str(t)] = max(0, memory.rss() - r0)   # what the allocator kept (no trim)
-            method = pk.method
+            warm, xs = sample_op(fn, inputs, n, 0 if slow else warmups, job.get("min_samples", n), budget)
+            slow = slow or (bool(budget) and min(warm + xs) > budget / max(1, job.get("samples_total", n)))
             lat[str(t)] = {"samples": xs, "warmups": warm}
-            peaks[str(t)] = max(0, pk.peak - r0)
-        res[op] = {"latency": lat, "activation_peak_by_threads": peaks, "peak_method": method,
-                   "heap_retained_by_threads": retained,
-                   "input_bytes": input_bytes(inputs), "items": _items(op, shape, inputs), "shape": shape}
+            if job.get("memory", True):
+                memory.settle()
+                r0 = memory.rss()
+                with memory.Peak() as pk:
+                    r = fn(*inputs)
+                    del r
+                gc.collect()
+                retained[str(t)] = max(0, memory.rss() - r0)   # what the allocator kept (no trim)
+                method = pk.method
+                peaks[str(t)] = max(0, pk.peak - r0)
+        res[op] = {"latency": lat, "slow": slow, "input_bytes": input_bytes(inputs),
+                   "items": _items(op, shape, inputs), "shape": shape}
+        if job.get("memory", True):
+            res[op].update(activation_peak_by_threads=peaks, peak_method=method, heap_retained_by_threads=retained)
     memory.settle()
     after_ops = _resident(s0, files)
     t0 = time.perf_counter()

@@ -39,7 +39,8 @@ def reduction_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def fidelity_markdown(result: dict) -> str:
+def fidelity_markdown(result: dict, pictures: str = "") -> str:
+    """The report as markdown; `pictures`: path prefix of the <scenario>.png links (beside it: "")."""
     s = result["summary"]
     m = result["machine"]
 
@@ -72,6 +73,7 @@ def fidelity_markdown(result: dict) -> str:
         "## End-to-end time and peak memory\n\n" + fidelity_table(result),
         "## Stages (busy time summed over steps)\n\n" + stage_table(result),
         "## Reduction against reload\n\n" + reduction_table(result),
-        "Errors are (simulated − measured) / measured. The pictures beside this file draw the measured "
-        "timeline above the simulated one for each scenario.\n",
+        "Errors are (simulated − measured) / measured. For each scenario a picture draws the measured "
+        "timeline above the simulated one: " + ", ".join(f"[{r['name']}]({pictures}{r['name']}.png)"
+                                                        for r in result["scenarios"]) + ".\n",
     ])
