@@ -156,12 +156,16 @@ def test_profile_file_errors_name_the_field(tmp_path):
         load_profile(f)
 
 
+def corun_job(store, samples, a):
+    """A co-run job of side `a` (model, op, shape) beside the tiny decoder's caption, 1 thread each."""
+    model, op, shape = a
+    return {"mode": "corun", "preset": "tiny", "store": str(store), "samples": samples,
+            "a": {"model": model, "quant": "fp32", "op": op, "shape": shape, "threads": 1},
+            "b": {"model": "decoder", "quant": "fp32", "op": "caption", "shape": {"beam": 2, "tokens": 4}, "threads": 1}}
+
+
 def test_corun_job(workers, tiny_store):
-    r = workers.run({"mode": "corun", "preset": "tiny", "store": str(tiny_store), "samples": 2,
-                     "a": {"model": "video-encoder", "quant": "fp32", "op": "encode",
-                           "shape": {"frames": 2, "frame_size": 224}, "threads": 1},
-                     "b": {"model": "decoder", "quant": "fp32", "op": "caption",
-                           "shape": {"beam": 2, "tokens": 4}, "threads": 1}})
+    r = workers.run(corun_job(tiny_store, 2, ("video-encoder", "encode", {"frames": 2, "frame_size": 224})))
     assert len(r["alone"][0]) == 2 and len(r["together"][0]) >= 2 and len(r["together"][1]) >= 2
 
 
@@ -186,11 +190,7 @@ def test_sample_op_budget_stops_slow_ops_at_min_samples():
 
 
 def test_corun_job_interleaves_rounds(workers, tiny_store):
-    r = workers.run({"mode": "corun", "preset": "tiny", "store": str(tiny_store), "samples": 3,
-                     "a": {"model": "sentence-encoder", "quant": "fp32", "op": "embed",
-                           "shape": {"items": 2, "tokens": 4}, "threads": 1},
-                     "b": {"model": "decoder", "quant": "fp32", "op": "caption",
-                           "shape": {"beam": 2, "tokens": 4}, "threads": 1}})
+    r = workers.run(corun_job(tiny_store, 3, ("sentence-encoder", "embed", {"items": 2, "tokens": 4})))
     assert r["interleaved"] and [len(x) for x in r["alone"]] == [3, 3]
     # per round the slower op completes exactly one call together, the faster one or more
     assert min(len(x) for x in r["together"]) == 3 and max(len(x) for x in r["together"]) >= 3
