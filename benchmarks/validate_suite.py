@@ -2,6 +2,9 @@
 
     python benchmarks/validate_suite.py --profile profiles/host-small-validation.json --out docs
 
+With --measure-profile the profile is measured by the same command, its rounds between the
+rounds of real runs (both then see the same states of a machine whose speed drifts).
+
 Makes its own video (65 s, 320x240, 10 fps, with audio: 12 clips of 10 s every 5 s), then runs
 `atomsim validate --repeat 3` over every scenario of the suite (each compared through its median
 run of 3, run in interleaved rounds) and writes DIR/fidelity.{json,md} and one
@@ -25,6 +28,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "fidelity"))
     ap.add_argument("--store", default=None)
     ap.add_argument("--repeat", type=int, default=3, help="real runs per scenario, interleaved rounds (default 3)")
+    ap.add_argument("--measure-profile", action="store_true",
+                    help="measure --profile now, its rounds between the rounds of real runs")
+    ap.add_argument("--profile-samples", type=int, default=5)
     ap.add_argument("scenarios", nargs="*", default=[str(ROOT / "scenarios" / "validation")])
     args = ap.parse_args(argv)
 
@@ -38,6 +44,8 @@ def main(argv=None) -> int:
                 "--repeat", str(args.repeat)]
         if args.store:
             argv += ["--store", args.store]
+        if args.measure_profile:
+            argv += ["--measure-profile", "--profile-samples", str(args.profile_samples)]
         code = atomsim(argv)
         print(f"\nsuite wall time: {time.perf_counter() - t0:.0f} s")
     return code

@@ -122,6 +122,31 @@ def test_interrupt_keeps_partial_and_resumes(workers, tiny_store, tmp_path):
     assert out.exists() and not partial_path(out).exists()
 
 
+def test_profile_in_parts_resumes_round_by_round(workers, tiny_store, tmp_path):
+    """`rounds_now` takes a profile in parts (the validator puts its real runs between them):
+    each part adds rounds of loads, ops and co-run to the side file; the last part finishes."""
+    out = tmp_path / "parts.json"
+    kw = dict(models=["video-encoder", "bert-decoder"], threads=[1], samples=2, quick=True, store=tiny_store,
+              corun=True, out=out, storage_bytes=4 * MB, workers=workers, op_budget_s=0,
+              shape={"frames": 2, "tokens": 3, "beam": 2})
+    assert measure("tiny", rounds_now=1, **kw) is None
+    assert not out.exists()
+    side = json.loads(partial_path(out).read_text())
+    assert [len(side["loads"][k]["cold"]) for k in sorted(side["loads"])] == [1, 1]
+    assert [len(side["rounds"][k]) for k in sorted(side["rounds"])] == [1, 1]
+    assert [len(v["alone"][0]) for v in side["corun_rounds"].values()] == [1]
+    seen = []
+    p = measure("tiny", rounds_now=2, progress=lambda d, t, s: seen.append(s), **kw)
+    assert not any("round 1/" in s for s in seen)   # round 1 kept, not re-measured
+    enc = p.modules["video-encoder/fp32"]
+    assert enc.load.cold_s.n == 2 and enc.load.cold_s.samples[0] == side["loads"]["video-encoder/fp32"]["cold"][0]["seconds"]
+    assert enc.ops["encode"].latency_s["1"].n == 2
+    assert len(p.corun) == 1 and p.corun[0].alone_s[0]["n"] == 2 and p.corun[0].together_s[1]["n"] >= 2
+    assert out.exists() and not partial_path(out).exists()
+    with pytest.raises(Exception, match="output file"):
+        measure("tiny", rounds_now=1, **dict(kw, out=None))
+
+
 def test_bad_names_and_unwritable_output(tmp_path, capsys):
     assert main(["profile", "--preset", "tiny", "--model", "nope", "--out", str(tmp_path / "x.json")]) == 2
     assert "valid: bert-decoder, decoder, sentence-encoder, video-encoder" in capsys.readouterr().err

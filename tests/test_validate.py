@@ -98,3 +98,34 @@ def test_validate_profile_missing_a_module_names_it(tmp_path, capsys, video, tin
                  "--out", str(tmp_path / "o")])
     assert code != 0
     assert "bert-decoder/fp32" in capsys.readouterr().err
+
+
+def test_validate_measures_its_profile_between_the_rounds_of_real_runs(tmp_path, video, tiny_store, monkeypatch, capsys):
+    """--measure-profile: the profile's rounds go before each round of real runs (2 samples, 2
+    repeats: profile round 1, real runs 1, profile round 2, real runs 2), the profile is written
+    and used, and the report says so."""
+    import importlib
+
+    import yaml
+    pm = importlib.import_module("atomsim.profile.measure")   # the module (the package exports the function)
+    calls, real = [], pm.measure
+
+    def spy(*a, **kw):
+        calls.append((kw["rounds_now"], len(list((tmp_path / "o" / "s").glob("measured-*/trace.json")))))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pm, "measure", spy)
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump(scenario("s", "reload")))
+    prof = tmp_path / "p.json"
+    code = main(["validate", str(sc), "--profile", str(prof), "--measure-profile", "--profile-samples", "2",
+                 "--repeat", "2", "--videos", str(video), "--store", str(tiny_store), "--out", str(tmp_path / "o")])
+    assert code == 0, capsys.readouterr().err
+    assert calls == [(1, 0), (2, 1)]
+    from atomsim.schema.profile import load_profile
+    p = load_profile(prof)
+    assert p.settings["threads"] == [1] and p.settings["quants"] == ["fp32"]
+    assert p.modules["video-encoder/fp32"].load.cold_s.n == 2
+    result = json.loads((tmp_path / "o" / "fidelity.json").read_text())
+    assert result["profile_interleaved"] is True and result["profile"] == str(prof)
+    assert "its rounds between the rounds of real runs" in (tmp_path / "o" / "fidelity.md").read_text()

@@ -24,7 +24,7 @@ from . import cache, fingerprint
 
 DEFAULT_SHAPE = {"frames": 6, "frame_size": 224, "beam": 4, "tokens": 23, "script_tokens": 64,
                  "prompt_tokens": 128, "items": 5}
-PARTIAL_VERSION = 3
+PARTIAL_VERSION = 4
 OP_BUDGET_S = 30.0   # per op and thread count: slow ops (torchao int8 without VNNI: 20-50 s a call) stop at MIN_SAMPLES
 MIN_SAMPLES = 3
 
@@ -243,7 +243,8 @@ def instability(profile: Profile) -> list[str]:
 
 def measure(preset: str, models=None, quants=None, threads=None, samples=None, quick=False, store=None,
             shape=None, out=None, progress=None, fresh=False, corun=True, corun_threads=(1, 1),
-            resume=True, storage_bytes=None, workers: Workers | None = None, op_budget_s=OP_BUDGET_S) -> Profile:
+            resume=True, storage_bytes=None, workers: Workers | None = None, op_budget_s=OP_BUDGET_S,
+            rounds_now: int | None = None) -> Profile | None:
     """Profile `models` (default: all) of `preset` under `quants` (default: fp32) on this machine.
 
     progress(done, total, description) is called as jobs finish. Writes `out` (atomically) when
@@ -251,6 +252,9 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     the scratch file of the storage test (default 256 MiB, 64 MiB quick). `workers`: a running
     `Workers` to reuse (tests); default a new fork server. `op_budget_s`: per op and thread
     count, stop sampling once MIN_SAMPLES samples add up to this (see worker.sample_op; 0: never).
+    `rounds_now`: take only the rounds up to this one (of `samples`), keep them in the side file
+    and return None; a later call with the same arguments goes on from there (the validator
+    interleaves profile rounds with its real runs this way).
     """
     from .. import models as M
     from ..models import specs
@@ -277,6 +281,8 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     store = str(Path(store or M.default_store()).expanduser())
     if out is not None:
         check_writable_file(out)
+    elif rounds_now is not None:
+        raise ConfigError("taking a profile in parts (rounds_now) needs an output file for its side file")
     say = progress or (lambda done, total, desc: None)
     config = {"preset": preset, "models": models, "quants": quants, "threads": threads, "samples": samples,
               "quick": quick, "shape": shape, "store": store, "corun": bool(corun),
@@ -304,12 +310,18 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
                 for dec in ("decoder", "bert-decoder"):
                     if dec in models:
                         pairs.append((q, dec))
-    loads_per = 2 * samples + 1
     state.setdefault("loads", {})
     state.setdefault("rounds", {})
-    total = 2 + len(keys) * (loads_per + samples) + len(pairs)
-    done = 2 * (state["whole"] is not None) + loads_per * len(state["loads"]) \
-        + sum(len(v) for v in state["rounds"].values()) + sum(1 for p in pairs if f"{p[0]}/{p[1]}" in state["corun"])
+    state.setdefault("corun_rounds", {})
+    state.setdefault("elapsed_s", 0.0)
+    # each round: per module one cold and one warm load (round 0 also the memray load) and one
+    # round of ops; then one co-run round per pair
+    total = 2 + samples * (len(keys) * 2 + len(pairs))
+    done = 2 * (state["whole"] is not None) \
+        + sum(len(v.get("cold", [])) for v in state["loads"].values()) \
+        + sum(len(v) for v in state["rounds"].values()) \
+        + sum(len(v["alone"][0]) for v in state["corun_rounds"].values())
+    last = samples if rounds_now is None else min(samples, int(rounds_now))
     say(done, total, "building modules")
     for m, q in keys:
         if f"{m}/{q}" not in state["modules"]:
@@ -326,48 +338,64 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
             done += 1
             state["whole"] = {"baseline": base, "storage": bw, "loadavg_start": fingerprint.loadavg()}
             save_state()
-        for m, q in keys:   # loads: cold and warm samples, one memray load
-            key = f"{m}/{q}"
-            if key in state["loads"] or key in state["modules"]:
-                continue
-            job = {"preset": preset, "model": m, "quant": q, "store": store}
-            cold, warm = [], []
-            for i in range(samples):
-                say(done, total, f"{key} cold load {i + 1}/{samples}")
-                cold.append(w.run(dict(job, mode="load", cold=True)))
-                done += 1
-                say(done, total, f"{key} warm load {i + 1}/{samples}")
-                warm.append(w.run(dict(job, mode="load", cold=False)))
-                done += 1
-            mr = None
-            if state["whole"]["baseline"].get("memray"):
-                say(done, total, f"{key} memray load")
-                mr = w.run(dict(job, mode="load", cold=False, memray=True))
-            done += 1
-            state["loads"][key] = {"cold": cold, "warm": warm, "memray": mr}
-            save_state()
-        # ops in rounds, pyperf-style: each round runs every module's ops once (one sample per op
-        # and thread count) in a new process, so that each median spans the whole profile and
-        # several processes instead of one minute of one process
-        for r in range(samples):
+        # everything in rounds, pyperf-style: each round takes one sample of every figure (one cold
+        # and one warm load of each module; one round of its ops, one sample per op and thread
+        # count, in a new process; one co-run round), so that each median spans the whole profile
+        # instead of one minute of it. A machine whose speed drifts then moves every figure alike,
+        # and a caller can interleave rounds with other work (the validator's real runs:
+        # `rounds_now`).
+        for r in range(last):
             for m, q in keys:
                 key = f"{m}/{q}"
+                if key in state["modules"]:
+                    continue
+                ld = state["loads"].setdefault(key, {"cold": [], "warm": [], "memray": None})
+                job = {"preset": preset, "model": m, "quant": q, "store": store}
+                if len(ld["cold"]) <= r:
+                    say(done, total, f"{key} loads, round {r + 1}/{samples}")
+                    cold = w.run(dict(job, mode="load", cold=True))
+                    warm = w.run(dict(job, mode="load", cold=False))
+                    if r == 0 and state["whole"]["baseline"].get("memray"):
+                        ld["memray"] = w.run(dict(job, mode="load", cold=False, memray=True))
+                    ld["cold"].append(cold)
+                    ld["warm"].append(warm)
+                    done += 1
+                    save_state()
                 rounds = state["rounds"].setdefault(key, [])
-                if key in state["modules"] or len(rounds) > r:
+                if len(rounds) > r:
                     continue
                 todo, cold_ok = ops_todo(rounds, op_shapes(m, shape), threads, samples, config)
-                if not any(todo.values()):
+                if not any(todo.values()):   # the time budget is spent: no more rounds of ops
                     done += samples - r
                     state["rounds"][key] = rounds + [None] * (samples - r)
+                    save_state()
                     continue
                 say(done, total, f"{key} ops, round {r + 1}/{samples}")
-                rounds.append(w.run({"preset": preset, "model": m, "quant": q, "store": store, "mode": "ops",
-                                     "threads": threads, "samples": 1, "samples_total": samples,
-                                     "warmups": warmups, "min_samples": 1, "budget_s": config["op_budget_s"],
-                                     "memory": r == 0, "todo": todo, "cold_ok": sorted(cold_ok),
-                                     "ops": op_shapes(m, shape)}))
+                rounds.append(w.run(dict(job, mode="ops", threads=threads, samples=1, samples_total=samples,
+                                         warmups=warmups, min_samples=1, budget_s=config["op_budget_s"],
+                                         memory=r == 0, todo=todo, cold_ok=sorted(cold_ok), ops=op_shapes(m, shape))))
                 done += 1
                 save_state()
+            for q, dec in pairs:
+                key = f"{q}/{dec}"
+                cr = state["corun_rounds"].setdefault(key, {"alone": [[], []], "together": [[], []]})
+                if key in state["corun"] or len(cr["alone"][0]) > r:
+                    continue
+                say(done, total, f"co-run video-encoder + {dec} ({q}), round {r + 1}/{samples}")
+                ta, tb = corun_threads
+                ops_a, ops_b = op_shapes("video-encoder", shape), op_shapes(dec, shape)
+                res = w.run({"mode": "corun", "preset": preset, "store": store, "samples": 1,
+                             "a": {"model": "video-encoder", "quant": q, "op": "encode", "shape": ops_a["encode"], "threads": ta},
+                             "b": {"model": dec, "quant": q, "op": "caption", "shape": ops_b["caption"], "threads": tb}})
+                for part in ("alone", "together"):
+                    for i in (0, 1):
+                        cr[part][i] += res[part][i]
+                done += 1
+                save_state()
+        state["elapsed_s"] += time.time() - t_start
+        if last < samples:   # the caller takes the remaining rounds later (resuming from the side file)
+            save_state()
+            return None
         for m, q in keys:
             key = f"{m}/{q}"
             if key in state["modules"]:
@@ -379,25 +407,11 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
             save_state()
         for q, dec in pairs:
             key = f"{q}/{dec}"
-            if key in state["corun"]:
-                continue
-            say(done, total, f"co-run video-encoder + {dec} ({q})")
-            ta, tb = corun_threads
-            ops_a, ops_b = op_shapes("video-encoder", shape), op_shapes(dec, shape)
-            r = w.run({"mode": "corun", "preset": preset, "store": store, "samples": samples,
-                       "a": {"model": "video-encoder", "quant": q, "op": "encode", "shape": ops_a["encode"], "threads": ta},
-                       "b": {"model": dec, "quant": q, "op": "caption", "shape": ops_b["caption"], "threads": tb}})
-            sa = statistics.median(r["together"][0]) / statistics.median(r["alone"][0])
-            sb = statistics.median(r["together"][1]) / statistics.median(r["alone"][1])
-            state["corun"][key] = CoRun(a=f"video-encoder/{q}:encode", b=f"{dec}/{q}:caption", threads=(ta, tb),
-                                        slowdown_a=max(0.5, sa), slowdown_b=max(0.5, sb),
-                                        alone_s=[Stat.of(x).model_dump() for x in r["alone"]],
-                                        together_s=[Stat.of(x).model_dump() for x in r["together"]]
-                                        ).model_dump(mode="json")
-            done += 1
-            save_state()
+            if key not in state["corun"]:
+                state["corun"][key] = corun_profile(q, dec, corun_threads, state["corun_rounds"][key])
+                save_state()
     say(total, total, "done")
-    profile = assemble(state, t_start)
+    profile = assemble(state)
     if out is not None:
         save_profile(profile, out)
         try:
@@ -407,7 +421,18 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     return profile
 
 
-def assemble(state: dict, t_start: float) -> Profile:
+def corun_profile(q: str, dec: str, threads, rounds: dict) -> dict:
+    """The co-run figure of the encoder with `dec` from its rounds (alone and together samples)."""
+    alone, together = rounds["alone"], rounds["together"]
+    sa = statistics.median(together[0]) / statistics.median(alone[0])
+    sb = statistics.median(together[1]) / statistics.median(alone[1])
+    return CoRun(a=f"video-encoder/{q}:encode", b=f"{dec}/{q}:caption", threads=tuple(threads),
+                 slowdown_a=max(0.5, sa), slowdown_b=max(0.5, sb),
+                 alone_s=[Stat.of(x).model_dump() for x in alone],
+                 together_s=[Stat.of(x).model_dump() for x in together]).model_dump(mode="json")
+
+
+def assemble(state: dict) -> Profile:
     cfg, whole = state["config"], state["whole"]
     base, bw = whole["baseline"], whole["storage"]
     rank = Stat.of(base["rank"]["samples"], base["rank"]["warmups"])
@@ -420,9 +445,10 @@ def assemble(state: dict, t_start: float) -> Profile:
                      "(gc.freeze) and never ran a torch op (a fresh process that never held a module; "
                      "Android-zygote style)",
         "samples": f"{n} samples per figure" + (" (--quick: fewer than the >=5 of a full profile)" if cfg["quick"] else "") +
-                   f"; op latencies in {n} rounds, pyperf-style: each round runs every module's ops once, one "
-                   "sample per op and thread count after one warm-up call kept apart, in a new process, so that "
-                   "each median spans the whole profile and several processes" +
+                   f", taken in {n} rounds, pyperf-style: each round takes one cold and one warm load of every "
+                   "module, runs every module's ops once (one sample per op and thread count after one warm-up "
+                   "call kept apart, in a new process) and one co-run round, so that each median spans the whole "
+                   "profile and several processes" +
                    (f"; time budget: an op and thread count stops once {cfg.get('min_samples', n)} samples add up "
                     f"to {cfg['op_budget_s']:g} s, and an op slower than budget/samples takes no warm-up after its "
                     "first (each op's latency_s.n is the count taken)" if cfg.get("op_budget_s") else ""),
@@ -454,8 +480,9 @@ def assemble(state: dict, t_start: float) -> Profile:
                                     f"after fsync and posix_fadvise(DONTNEED) (evicted: {bw['evicted']}), median of "
                                     f"{bw['seconds']['n']}",
         "corun": "for the fp32 modules (else the first backend): both ops in two Python threads of one process, torch.set_num_threads inside each thread, "
-                 "in interleaved rounds (one alone sample of each op, then both at once until each has one call "
-                 "that ran wholly while the other ran), so that machine drift hits alone and together alike; "
+                 "one round per profile round, each in a new process after one warm-up call of each op: one "
+                 "alone sample of each op, then both at once until each has one call that ran wholly while the "
+                 "other ran, so that machine drift hits alone and together alike; "
                  "slowdown = median together / median alone",
         "pipeline_ops_s.rank": f"cosine top-5 of one query over {base['rank']['items']} L2-normalized 384-d vectors (torch)",
         "pipeline_ops_s.assemble": ("median seconds to stitch {clips} clips of {clip_s:g} s from a {width}x{height}, "
@@ -477,7 +504,7 @@ def assemble(state: dict, t_start: float) -> Profile:
         pipeline_ops_items={"rank": base["rank"]["items"], **({"assemble": base["assemble"]["items"]} if assemble_s else {})},
         assemble_s=assemble_s.model_dump() if assemble_s else None,
         settings=cfg, storage_read_s=bw["seconds"], rank_s=rank.model_dump(),
-        profile_seconds=round(time.time() - t_start, 1),
+        profile_seconds=round(state.get("elapsed_s", 0.0), 1),
     )
     prof.warnings = instability(prof)
     return prof
@@ -502,7 +529,7 @@ def finish_partial(out) -> Profile:
                                                    merge_rounds(rounds), params).model_dump(mode="json")
     if not state.get("whole") or not state.get("modules"):
         raise ProfileError(f"{side} holds no finished module yet")
-    prof = assemble(state, time.time())
+    prof = assemble(state)
     prof.method["incomplete"] = (f"finished from {side.name}: {len(prof.modules)} of "
                                  f"{len(state['config']['models']) * len(state['config']['quants'])} modules")
     save_profile(prof, out)

@@ -10,7 +10,12 @@ def register(sub) -> None:
                        "profile, and compare end-to-end time, stage times, peak memory and the reduction "
                        "of reuse against reload. Writes DIR/fidelity.json, DIR/fidelity.md and a picture per scenario.")
     p.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario YAML files (or directories of them)")
-    p.add_argument("--profile", required=True, help="profile JSON measured on this machine")
+    p.add_argument("--profile", required=True, help="profile JSON measured on this machine (written, with --measure-profile)")
+    p.add_argument("--measure-profile", action="store_true",
+                   help="measure the profile now into --profile, its rounds between the rounds of real runs, so that "
+                   "both see the same machine (preset, backends and thread counts from the scenarios; all modules)")
+    p.add_argument("--profile-samples", type=int, default=5, metavar="N",
+                   help="with --measure-profile: rounds (samples per figure) of the profile (default 5)")
     p.add_argument("--videos", nargs="+", required=True, metavar="PATH", help="video files to run on")
     p.add_argument("--store", default=None, help="model store directory (default: $ATOMSIM_STORE or the user cache)")
     p.add_argument("--out", required=True, help="output directory")
@@ -37,9 +42,16 @@ def _validate(args: argparse.Namespace) -> int:
 
     check_writable_dir(args.out)
     scenarios = [load_scenario(p) for p in _scenario_paths(args.scenarios)]
-    profile = load_profile(args.profile)
+    if args.measure_profile:
+        from ..io import check_writable_file
+        from .suite import profile_request
+        check_writable_file(args.profile)
+        request = dict(profile_request(scenarios, args.profile_samples), out=args.profile, store=args.store)
+        profile = None
+    else:
+        profile, request = load_profile(args.profile), None
     result = validate_suite(scenarios, profile, args.videos, args.out, store=args.store, profile_path=args.profile,
-                            repeat=args.repeat)
+                            repeat=args.repeat, measure_profile=request)
     print(fidelity_table(result))
     print()
     print(reduction_table(result))

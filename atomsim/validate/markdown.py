@@ -64,7 +64,8 @@ def fidelity_markdown(result: dict, pictures: str = "") -> str:
         "# atomsim fidelity report",
         f"Date: {result['date']}. Machine: {m.get('cpu', '?')} ({m.get('machine')}, {m.get('cpus')} CPUs), "
         f"{m.get('platform')}, Python {m.get('python')}, torch {m.get('torch', '?')}. "
-        f"Profile: `{result.get('profile')}` (source: {result.get('profile_source')}).",
+        f"Profile: `{result.get('profile')}` (source: {result.get('profile_source')}" +
+        ("; measured by this validation, its rounds between the rounds of real runs" if result.get("profile_interleaved") else "") + ").",
         "## Summary\n\n"
         f"- end-to-end time, |error|: {fmt(s['e2e_abs_error_pct'], '%')}\n"
         f"- peak memory, |error|: {fmt(s['peak_abs_error_pct'], '%')}\n"

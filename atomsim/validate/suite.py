@@ -132,25 +132,59 @@ def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None, 
     return read_trace(out_dir / tag)
 
 
-def validate_suite(scenarios: list[Scenario], profile: Profile, videos: list[str], out_dir, store=None,
-                   profile_path: str | None = None, progress: bool = True, repeat: int = 1) -> dict:
+def profile_request(scenarios: list[Scenario], samples: int = 5) -> dict:
+    """What a profile must hold to simulate `scenarios`, as arguments of `profile.measure`: their
+    preset, every backend they use, every thread count they set, all modules, co-run at 1,1."""
+    from ..errors import ConfigError
+    presets = sorted({sc.models.preset for sc in scenarios})
+    if len(presets) != 1:
+        raise ConfigError(f"one profile covers one preset; the scenarios use {', '.join(presets)}")
+    quants, threads = [], set()
+    for sc in scenarios:
+        for q in [sc.models.quant, *sc.models.quant_by_model.values()]:
+            if q not in quants:
+                quants.append(q)
+        threads |= {int(t) for t in sc.threads.model_dump().values()}
+    return {"preset": presets[0], "quants": quants, "threads": sorted(threads), "samples": int(samples)}
+
+
+def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: list[str], out_dir, store=None,
+                   profile_path: str | None = None, progress: bool = True, repeat: int = 1,
+                   measure_profile: dict | None = None) -> dict:
     """Validate every scenario; with `repeat` > 1 each scenario runs that many times, in
     interleaved rounds (all scenarios once, then again), so that a drift of the machine's speed
-    spreads over all of them; each is compared through its median run."""
+    spreads over all of them; each is compared through its median run.
+
+    `measure_profile` (arguments of `profile.measure`, with `out`): measure the profile now, its
+    rounds put between the rounds of real runs (before real round k, profile rounds up to
+    ceil((k + 1) * samples / repeat)), so that the profile and the runs see the same states of a
+    machine whose speed drifts; `profile` is then None and the measured one is used."""
     out_dir = check_writable_dir(out_dir)
+    from ..errors import ConfigError
     from ..plan import make_plan
     from ..sim.engine import check_profile
-    for sc in scenarios:   # a profile that lacks a module or op fails before any real run
-        check_profile(profile, make_plan(sc))
     if repeat < 1:
-        from ..errors import ConfigError
         raise ConfigError(f"--repeat must be >= 1, got {repeat}")
+    if (profile is None) == (measure_profile is None):
+        raise ConfigError("give either a profile or measure_profile")
+    for sc in scenarios:   # a profile that lacks a module or op fails before any real run
+        if profile is not None:
+            check_profile(profile, make_plan(sc))
     rows, groups = [], {}
     runs = {sc.name: [] for sc in scenarios}
     evicted = {}
     from tqdm import tqdm
     bar = tqdm(total=len(scenarios) * repeat, desc="validate", unit="run", disable=not progress)
     for k in range(repeat):
+        if measure_profile is not None and profile is None:
+            from ..profile.measure import measure
+            n = int(measure_profile["samples"])
+            upto = n if k == repeat - 1 else min(n, -(-(k + 1) * n // repeat))
+            profile = measure(**measure_profile, rounds_now=upto,
+                              progress=lambda d, t, desc: bar.set_postfix_str(f"profile: {desc}"))
+            if profile is not None:
+                for sc in scenarios:
+                    check_profile(profile, make_plan(sc))
         for sc in scenarios:
             bar.set_postfix_str(f"{sc.name} ({k + 1}/{repeat})")
             trace, summary, ev = real_runs(sc, videos, out_dir / sc.name, store,
@@ -174,6 +208,7 @@ def validate_suite(scenarios: list[Scenario], profile: Profile, videos: list[str
     result = {
         "version": 1, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "repeat": repeat,
         "machine": machine_info(), "profile": profile_path, "profile_source": profile.source,
+        "profile_interleaved": measure_profile is not None,
         "scenarios": rows, "reductions": reds, "summary": summarize_errors(rows, reds),
     }
     atomic_write_json(out_dir / "fidelity.json", result)
