@@ -10,6 +10,10 @@ done and the lane is free.
   activations while it runs; when it returns, its `heap_retained_bytes` (freed memory the
   allocator keeps, measured) stay counted as activations until the next load or free trims the
   heap, and serve the op's next call first (the next call adds only what exceeds them).
+- clip frames: the runner decodes every clip before the first step, so the frames of all clips
+  (the encode op's `input_bytes` each) are inputs from the start; when `encode:i` returns, clip
+  i's frames are released, and the allocator keeps them (counted as activations) until the
+  next load or free trims the heap, as it keeps an op's heap.
 - module-less run step (`rank`, `assemble`): `profile.pipeline_ops_s[op]` seconds (0 if absent),
   scaled by items the same way when `pipeline_ops_items[op]` is given; 1 thread.
 - load step: weights (`resident_bytes`, counted from the start: the load's high-water mark) and
@@ -35,6 +39,9 @@ from ..schema.scenario import Device
 from ..schema.trace import Trace
 from .cpu import Cpu, LatencyCurve, Storage
 from .memory import Memory, OutOfMemory
+
+
+FRAMES = "clip frames"   # key in Engine.held of released frames the allocator keeps
 
 
 class CountingEnvironment(simpy.Environment):
@@ -106,6 +113,9 @@ class Engine:
         self.held: dict[str, int] = {}      # op -> heap the allocator kept after it (until a trim)
         self.running: dict[str, str | None] = {}   # step id -> op key, for ops running now
         self.oom_event: dict | None = None
+        # encode step -> bytes of its clip's decoded frames (alive from the start until it returns)
+        self.frames = {s.id: profile.modules[plan.instances[s.instance].key].ops[s.op].input_bytes
+                       for s in plan.steps if s.kind == "run" and s.op == "encode" and s.instance is not None}
         self.done = {s.id: self.env.event() for s in plan.steps}
         self.curves = {s.id: op_curve(profile, plan, s) for s in plan.steps if s.kind == "run"}
         if warm_start:
@@ -118,6 +128,11 @@ class Engine:
         for s in self.plan.steps:
             by_lane[s.lane].append(s)
         self.stop = self.env.event()
+        try:   # the clips, decoded before the first step
+            self.mem.change("decode", inputs=sum(self.frames.values()))
+        except OutOfMemory as e:
+            self.oom_event = e.event
+            return self
         for lane in self.plan.lanes:
             self.env.process(self._lane(by_lane[lane]))
         all_done = self.env.all_of(list(self.done.values()))
@@ -167,7 +182,7 @@ class Engine:
             ref = self.plan.instances[s.instance]
             op = self.profile.modules[ref.key].ops[s.op]
             op_key = f"{ref.key}:{s.op}"
-            inputs = op.input_bytes
+            inputs = 0 if s.id in self.frames else op.input_bytes   # frames: counted from the start
             kept = min(op.heap_retained_bytes or 0, op.activation_peak_bytes)
             # the heap this op kept from its last call (until a trim) serves this call first
             acts = max(0, op.activation_peak_bytes - self.held.get(op_key, 0))
@@ -179,8 +194,11 @@ class Engine:
         grow = max(0, kept - self.held.get(op_key, 0)) if op_key else 0
         if grow:
             self.held[op_key] = self.held.get(op_key, 0) + grow
-        if inputs or acts or grow:
-            self.mem.change(s.id, inputs=-inputs, activations=grow - acts)
+        frames = self.frames.get(s.id, 0)   # released, kept by the allocator until a trim
+        if frames:
+            self.held[FRAMES] = self.held.get(FRAMES, 0) + frames
+        if inputs or acts or grow or frames:
+            self.mem.change(s.id, inputs=-inputs - frames, activations=grow - acts + frames)
 
     def _trim(self, s: Step) -> None:
         """malloc_trim at the end of a load or free: the allocator returns what ops left behind,
