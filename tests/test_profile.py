@@ -67,7 +67,9 @@ def test_activation_peak_grows_with_frames_and_size(workers, tiny_store):
         peaks.append(r["activation_peak_by_threads"]["1"])
         assert r["input_bytes"] == frames * 3 * size * size * 4
     assert peaks[0] < peaks[1] < peaks[2], peaks
-    assert peaks[2] > 2 * peaks[1]
+    # 4x the frames adds 1176 patch tokens, 4x the pixels 4704: the peak grows with the tokens
+    # (on top of what a first call sets up once)
+    assert peaks[2] - peaks[1] > 2 * (peaks[1] - peaks[0]), peaks
 
 
 def test_cli_quick_profile_show_compare(tiny_store, tmp_path, capsys):

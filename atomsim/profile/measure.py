@@ -328,7 +328,9 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
             M.build(preset, m, q, store=store)
     t_start = time.time()
     import contextlib
-    with (contextlib.nullcontext(workers) if workers is not None else Workers(fresh=fresh)) as w:
+    scratch = tempfile.TemporaryDirectory(prefix="atomsim-profile-")
+    reference_video = str(Path(scratch.name) / "reference.mp4")   # made by the first ops job
+    with scratch, (contextlib.nullcontext(workers) if workers is not None else Workers(fresh=fresh)) as w:
         if state["whole"] is None:
             say(done, total, "runtime baseline")
             base = w.run({"mode": "baseline", "samples": samples, "preset": preset, "models": list(models)}, fresh=True)
@@ -373,7 +375,8 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
                 say(done, total, f"{key} ops, round {r + 1}/{samples}")
                 rounds.append(w.run(dict(job, mode="ops", threads=threads, samples=1, samples_total=samples,
                                          warmups=warmups, min_samples=1, budget_s=config["op_budget_s"],
-                                         memory=r == 0, todo=todo, cold_ok=sorted(cold_ok), ops=op_shapes(m, shape))))
+                                         memory=r == 0, todo=todo, cold_ok=sorted(cold_ok), ops=op_shapes(m, shape),
+                                         reference_video=reference_video)))
                 done += 1
                 save_state()
             for q, dec in pairs:
@@ -473,8 +476,11 @@ def assemble(state: dict) -> Profile:
                          "torch.set_num_threads(n) for each thread count",
         "ops.activation_peak_bytes": "max over thread counts of VmHWM after the op (reset via clear_refs 5 before) "
                                      "minus RSS before; 'sampled-rss' (1 ms RSS polling) where clear_refs is not "
-                                     "permitted (see each op's peak_method)",
-        "ops.heap_retained_bytes": "max over thread counts of RSS after the op (gc.collect, no malloc_trim) minus RSS "
+                                     "permitted (see each op's peak_method); the op's first call at each thread count "
+                                     "in the first round, from a trimmed heap, in a process that first decoded the "
+                                     "clips of a reference video as `atomsim run` does (the allocator's state then "
+                                     "matches the runner's)",
+        "ops.heap_retained_bytes": "max over thread counts of RSS after that call (gc.collect, no malloc_trim) minus RSS "
                                    "before it (after gc and malloc_trim): freed memory the allocator keeps until the next trim",
         "storage_read_bytes_per_s": f"sequential read of a {bw['bytes'] >> 20} MiB scratch file in the store directory "
                                     f"after fsync and posix_fadvise(DONTNEED) (evicted: {bw['evicted']}), median of "

@@ -199,14 +199,53 @@ def sample_op(fn, inputs, samples: int, warmups: int, min_samples: int, budget_s
     return warm, xs
 
 
+def runner_heap(video) -> None:
+    """Put this process's allocator in the state of `atomsim run` before its first load: the clips
+    of a reference video decoded (`video`, made here when missing) and their frames dropped.
+    Measured: glibc then serves an encode's buffers from its heap (kept after the call) where a
+    process that never decoded video maps and unmaps them (video-encoder/torch-dynamic-int8,
+    small, 1 thread: peak 119-122 MB against 53-64 MB)."""
+    from atomsim.run.synthetic import make_video
+    from atomsim.run.video import read_clips
+    ref = ASSEMBLE_REFERENCE
+    video = Path(video)
+    if not video.exists():
+        video.parent.mkdir(parents=True, exist_ok=True)
+        part = video.with_name(f".{video.name}.{os.getpid()}.mp4")
+        make_video(part, seconds=ref["clip_s"] * ref["clips"] + 1, width=ref["width"], height=ref["height"],
+                   fps=ref["fps"])
+        os.replace(part, video)
+    clips = read_clips(str(video), 10.0, 5.0, 6, 224).clips
+    del clips
+
+
+def op_memory(fn, inputs) -> tuple[int, int, str, float]:
+    """(activation peak, heap kept, peak method, seconds) of one call from a trimmed heap: the
+    high-water mark above the RSS before, and the RSS it leaves after gc without a trim."""
+    memory.settle()
+    r0 = memory.rss()
+    t0 = time.perf_counter()
+    with memory.Peak() as pk:
+        r = fn(*inputs)
+        del r
+    dt = time.perf_counter() - t0
+    gc.collect()
+    return max(0, pk.peak - r0), max(0, memory.rss() - r0), pk.method, dt
+
+
 def job_ops(job) -> dict:
     """One round of a module's ops: load it, then for each op and thread count (`todo`: op ->
-    thread counts still wanted; default all) warm-ups and `samples` timed calls; with `memory`,
-    the activation peak and the heap kept after one more call from a trimmed heap, and the
-    resident figures. An op listed in `cold_ok` (slow: a call costs far more than a first call's
-    set-up) takes no warm-up."""
+    thread counts still wanted; default all) warm-ups and `samples` timed calls. With `memory`
+    the process first takes the runner's state (`runner_heap`, when `reference_video` is given),
+    and each op's first call at each thread count, from a trimmed heap, gives its activation peak
+    and the heap it keeps (as the pipeline's first call after its loads); that call counts as a
+    warm-up. An op listed in `cold_ok` (slow: a call costs far more than a first call's set-up)
+    takes no other warm-up."""
     import torch
     files = weight_files(job)
+    mem = job.get("memory", True)
+    if mem and job.get("reference_video"):
+        runner_heap(job["reference_video"])
     memory.settle()
     s0 = memory.split()
     mod = load_target(job)
@@ -225,22 +264,17 @@ def job_ops(job) -> dict:
         warmups, slow = max(1, job.get("warmups", 1)), op in cold_ok
         for t in threads:
             torch.set_num_threads(int(t))
-            warm, xs = sample_op(fn, inputs, n, 0 if slow else warmups, job.get("min_samples", n), budget)
+            first = []
+            if mem:
+                peaks[str(t)], retained[str(t)], method, dt = op_memory(fn, inputs)
+                first = [dt]
+            warm, xs = sample_op(fn, inputs, n, 0 if (slow or first) else warmups, job.get("min_samples", n), budget)
+            warm = first + warm
             slow = slow or (bool(budget) and min(warm + xs) > budget / max(1, job.get("samples_total", n)))
             lat[str(t)] = {"samples": xs, "warmups": warm}
-            if job.get("memory", True):
-                memory.settle()
-                r0 = memory.rss()
-                with memory.Peak() as pk:
-                    r = fn(*inputs)
-                    del r
-                gc.collect()
-                retained[str(t)] = max(0, memory.rss() - r0)   # what the allocator kept (no trim)
-                method = pk.method
-                peaks[str(t)] = max(0, pk.peak - r0)
         res[op] = {"latency": lat, "slow": slow, "input_bytes": input_bytes(inputs),
                    "items": _items(op, shape, inputs), "shape": shape}
-        if job.get("memory", True):
+        if mem:
             res[op].update(activation_peak_by_threads=peaks, peak_method=method, heap_retained_by_threads=retained)
     memory.settle()
     after_ops = _resident(s0, files)
@@ -326,16 +360,11 @@ def job_baseline(job) -> dict:
     import atomsim.run.executor  # noqa: F401
     import atomsim.run.pipeline  # noqa: F401
     from atomsim import models as zoo
-    from atomsim.run.synthetic import make_video
-    from atomsim.run.video import read_clips
     for m in job.get("models") or ():
         zoo.spec(job["preset"], m)
-    ref = ASSEMBLE_REFERENCE
     tmp = tempfile.TemporaryDirectory()
-    video = make_video(Path(tmp.name) / "ref.mp4", seconds=ref["clip_s"] * ref["clips"] + 1, width=ref["width"],
-                       height=ref["height"], fps=ref["fps"])
-    clips = read_clips(str(video), 10.0, 5.0, 6, 224).clips
-    del clips
+    video = Path(tmp.name) / "ref.mp4"
+    runner_heap(video)
     memory.settle()
     s = memory.split()
     out = {"rss": s["rss"], "anon": s["anon"], "file": s["file"], "split_source": s["source"],
