@@ -160,6 +160,19 @@ def test_cold_loads_on_another_device_read_at_its_bandwidth():
     assert loads["load:script-lm"] == pytest.approx(5.0 + 0.5)
 
 
+def test_cold_loads_on_host_take_the_measured_cold_time():
+    """`host` is the machine a measured profile comes from: its cold loads take the profile's
+    cold_s (read = cold_s - warm_s), whatever storage figure the device catalog gives host."""
+    prof = make_profile()   # decoder file 0.5 GB, warm CPU work 0.5 s
+    cold = prof.modules[f"decoder/{QUANT}"].load.cold_s.median
+    sc = make_scenario(policy="reload", storage_mb_s=100, device="host")
+    loads = {s.step: s.dur_s for s in simulate(sc, prof).trace.spans if s.kind == "load"}
+    assert loads["load:script-lm"] == pytest.approx(cold)
+    prof.source = "published"   # not measured here: read at the device's bandwidth
+    loads = {s.step: s.dur_s for s in simulate(sc, prof).trace.spans if s.kind == "load"}
+    assert loads["load:script-lm"] == pytest.approx(5.0 + 0.5)
+
+
 def test_warm_start_uses_warm_loads():
     res = simulate(make_scenario(policy="reload", page_cache="warm"), make_profile())
     assert res.summary["warm_loads"] == 4 and res.summary["cold_loads"] == 0

@@ -21,7 +21,7 @@ done and the lane is free.
   `load.transient_bytes`) as load temporaries until it ends. Cold (file not in the
   page cache): a storage read then `load.warm_s` of CPU work on one thread. The read alone takes
   `cold_s - warm_s` when the device's storage bandwidth is the profile's (or the scenario's
-  device is the profile's device), else `file_bytes / storage bandwidth`; concurrent reads share
+  device is the profile's device, or `host` with a measured profile), else `file_bytes / storage bandwidth`; concurrent reads share
   the bandwidth. Warm: `load.warm_s` of CPU work only. The file is then in the page cache.
 - free step: takes the profile's `free_s` of one thread (0 if absent), then returns the weights; the file stays in the page cache while free RAM allows.
 - Loads and frees end with a heap trim (as `models.load` and `Module.free` call malloc_trim):
@@ -92,7 +92,11 @@ def check_profile(profile: Profile, plan: Plan) -> None:
 
 
 def same_storage(profile: Profile, device: Device) -> bool:
+    """Does `device` read from the storage the profile's cold loads were measured on? Yes for the
+    profile's own device, and for `host` (this machine) with a measured profile."""
     if profile.device.get("name") and profile.device.get("name") == device.name:
+        return True
+    if device.name == "host" and profile.source == "measured":
         return True
     bw = profile.storage_read_bytes_per_s
     return bw is not None and abs(bw - device.storage_read_bytes_per_s) <= 1e-6 * bw
