@@ -149,6 +149,20 @@ def test_profile_in_parts_resumes_round_by_round(workers, tiny_store, tmp_path):
         measure("tiny", rounds_now=1, **dict(kw, out=None))
 
 
+def test_corun_pairs_and_shared_threads():
+    from atomsim.profile.measure import corun_pairs_of, shared_threads
+    assert shared_threads(1, 1, 2) == (1, 1) and shared_threads(2, 2, 2) == (1, 1) and shared_threads(2, 2, 8) == (2, 2)
+    assert shared_threads(4, 2, 2) == (1, 1) and shared_threads(3, 1, 2) == (2, 1)
+    models = ["video-encoder", "decoder", "bert-decoder"]
+    assert corun_pairs_of(models, ["torchao-int8", "fp32"], True, (1, 1)) == \
+        [("fp32", "decoder", 1, 1), ("fp32", "bert-decoder", 1, 1)]
+    asked = [["torch-dynamic-int8", "decoder", 2, 2], ["fp32", "decoder", 1, 1], ["int4", "decoder", 1, 1]]
+    assert corun_pairs_of(models, ["fp32", "torch-dynamic-int8"], True, (1, 1), asked) == \
+        [("torch-dynamic-int8", "decoder", 2, 2), ("fp32", "decoder", 1, 1)]
+    assert corun_pairs_of(models, ["fp32"], True, (1, 1), []) == []   # asked for none
+    assert corun_pairs_of(["decoder"], ["fp32"], True, (1, 1)) == [] and corun_pairs_of(models, ["fp32"], False, (1, 1)) == []
+
+
 def test_bad_names_and_unwritable_output(tmp_path, capsys):
     assert main(["profile", "--preset", "tiny", "--model", "nope", "--out", str(tmp_path / "x.json")]) == 2
     assert "valid: bert-decoder, decoder, sentence-encoder, video-encoder" in capsys.readouterr().err

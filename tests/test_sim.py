@@ -119,6 +119,28 @@ def test_corun_slowdown_applies_while_both_run():
     assert slow.summary["e2e_s"] >= slow.summary["lower_bound_s"]
 
 
+def test_corun_figure_is_chosen_by_the_thread_counts():
+    """A co-run measured at the lanes' thread counts wins over the pair's other figures: with 2
+    cores and 1+1 threads no core sharing, so encode (1 s) beside caption (1 s) takes exactly 1 s
+    x its slowdown."""
+    both = [{"a": "video-encoder/fp32:encode", "b": "decoder/fp32:caption", "threads": [2, 2],
+             "slowdown_a": 3.0, "slowdown_b": 3.0},
+            {"a": "decoder/fp32:caption", "b": "video-encoder/fp32:encode", "threads": [1, 1],
+             "slowdown_a": 1.25, "slowdown_b": 1.5}]
+    prof = make_profile(corun=both)
+    assert prof.corun_slowdown("video-encoder/fp32:encode", "decoder/fp32:caption", (1.0, 1.0)) == (1.5, 1.25)
+    assert prof.corun_slowdown("video-encoder/fp32:encode", "decoder/fp32:caption", (2, 2)) == (3.0, 3.0)
+    assert prof.corun_slowdown("video-encoder/fp32:encode", "decoder/fp32:caption", (4, 1)) == (3.0, 3.0)  # none: first
+    assert prof.corun_slowdown("video-encoder/fp32:encode", "bert-decoder/fp32:caption") is None
+    sc = make_scenario(policy="reuse-parallel", clips=4, cores=2, threads={"main": 1, "encoder": 1, "decoder": 1})
+    res = simulate(sc, prof)
+    spans = {sp.step: sp for sp in res.trace.spans}
+    enc, cap = spans["encode:2"], spans["caption:1"]
+    assert enc.start_s == pytest.approx(cap.start_s)
+    assert cap.dur_s == pytest.approx(1.25)                     # wholly beside encode:2: the 1,1 figure
+    assert enc.dur_s == pytest.approx(1.25 + (1 - 1.25 / 1.5))  # slowed while caption:1 ran, then alone
+
+
 def test_generate_scales_by_tokens_when_profiled():
     prof = make_profile()
     prof.modules["decoder/fp32"].ops["generate"].shape = {"tokens": 32}

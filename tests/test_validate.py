@@ -100,6 +100,16 @@ def test_validate_profile_missing_a_module_names_it(tmp_path, capsys, video, tin
     assert "bert-decoder/fp32" in capsys.readouterr().err
 
 
+def test_profile_request_asks_for_what_the_scenarios_run():
+    from atomsim.validate.suite import profile_request
+    mk = lambda n, pol, q, enc, dec: scenario_from_mapping(dict(scenario(n, pol), models={"preset": "tiny", "quant": q},
+                                                                 threads={"main": 2, "encoder": enc, "decoder": dec}), n)
+    req = profile_request([mk("a", "reload", "fp32", 1, 1), mk("b", "reuse-parallel", "fp32", 1, 1),
+                           mk("c", "reuse-parallel", "torch-dynamic-int8", 2, 2), mk("d", "reuse-serial", "fp32", 1, 2)], 4)
+    assert req == {"preset": "tiny", "quants": ["fp32", "torch-dynamic-int8"], "threads": [1, 2], "samples": 4,
+                   "corun_pairs": [["fp32", "decoder", 1, 1], ["torch-dynamic-int8", "decoder", 2, 2]]}
+
+
 def test_validate_measures_its_profile_between_the_rounds_of_real_runs(tmp_path, video, tiny_store, monkeypatch, capsys):
     """--measure-profile: the profile's rounds go before each round of real runs (2 samples, 2
     repeats: profile round 1, real runs 1, profile round 2, real runs 2), the profile is written
@@ -125,6 +135,7 @@ def test_validate_measures_its_profile_between_the_rounds_of_real_runs(tmp_path,
     from atomsim.schema.profile import load_profile
     p = load_profile(prof)
     assert p.settings["threads"] == [1] and p.settings["quants"] == ["fp32"]
+    assert p.corun == []   # a reload scenario overlaps nothing
     assert p.modules["video-encoder/fp32"].load.cold_s.n == 2
     result = json.loads((tmp_path / "o" / "fidelity.json").read_text())
     assert result["profile_interleaved"] is True and result["profile"] == str(prof)

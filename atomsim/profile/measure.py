@@ -244,7 +244,7 @@ def instability(profile: Profile) -> list[str]:
 def measure(preset: str, models=None, quants=None, threads=None, samples=None, quick=False, store=None,
             shape=None, out=None, progress=None, fresh=False, corun=True, corun_threads=(1, 1),
             resume=True, storage_bytes=None, workers: Workers | None = None, op_budget_s=OP_BUDGET_S,
-            rounds_now: int | None = None) -> Profile | None:
+            rounds_now: int | None = None, corun_pairs=None) -> Profile | None:
     """Profile `models` (default: all) of `preset` under `quants` (default: fp32) on this machine.
 
     progress(done, total, description) is called as jobs finish. Writes `out` (atomically) when
@@ -252,7 +252,8 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     the scratch file of the storage test (default 256 MiB, 64 MiB quick). `workers`: a running
     `Workers` to reuse (tests); default a new fork server. `op_budget_s`: per op and thread
     count, stop sampling once MIN_SAMPLES samples add up to this (see worker.sample_op; 0: never).
-    `rounds_now`: take only the rounds up to this one (of `samples`), keep them in the side file
+    `corun_pairs`: [(backend, decoder, encoder threads, decoder threads)] to co-run ([]: none; default: see
+    `corun_pairs_of`). `rounds_now`: take only the rounds up to this one (of `samples`), keep them in the side file
     and return None; a later call with the same arguments goes on from there (the validator
     interleaves profile rounds with its real runs this way).
     """
@@ -287,6 +288,7 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     config = {"preset": preset, "models": models, "quants": quants, "threads": threads, "samples": samples,
               "quick": quick, "shape": shape, "store": store, "corun": bool(corun),
               "corun_threads": list(corun_threads), "op_budget_s": op_budget_s or 0,
+              "corun_pairs": [list(p) for p in corun_pairs] if corun_pairs is not None else None,
               "min_samples": min(samples, MIN_SAMPLES)}
     state = {"version": PARTIAL_VERSION, "config": config, "whole": None, "modules": {}, "corun": {}}
     side = partial_path(out) if out is not None else None
@@ -303,13 +305,7 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
             atomic_write_json(side, state)
 
     keys = [(m, q) for q in quants for m in models]
-    pairs = []
-    if corun:  # co-run is costly (slow int8 kernels): fp32 when profiled, else the first backend
-        for q in (["fp32"] if "fp32" in quants else quants[:1]):
-            if "video-encoder" in models:
-                for dec in ("decoder", "bert-decoder"):
-                    if dec in models:
-                        pairs.append((q, dec))
+    pairs = corun_pairs_of(models, quants, corun, corun_threads, corun_pairs)
     state.setdefault("loads", {})
     state.setdefault("rounds", {})
     state.setdefault("corun_rounds", {})
@@ -379,17 +375,19 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
                                          reference_video=reference_video)))
                 done += 1
                 save_state()
-            for q, dec in pairs:
-                key = f"{q}/{dec}"
+            for q, dec, ta, tb in pairs:
+                key = corun_key(q, dec, ta, tb)
                 cr = state["corun_rounds"].setdefault(key, {"alone": [[], []], "together": [[], []]})
                 if key in state["corun"] or len(cr["alone"][0]) > r:
                     continue
-                say(done, total, f"co-run video-encoder + {dec} ({q}), round {r + 1}/{samples}")
-                ta, tb = corun_threads
+                say(done, total, f"co-run video-encoder + {dec} ({q}, threads {ta},{tb}), round {r + 1}/{samples}")
+                sa, sb = shared_threads(ta, tb, ncores)
                 ops_a, ops_b = op_shapes("video-encoder", shape), op_shapes(dec, shape)
                 res = w.run({"mode": "corun", "preset": preset, "store": store, "samples": 1,
-                             "a": {"model": "video-encoder", "quant": q, "op": "encode", "shape": ops_a["encode"], "threads": ta},
-                             "b": {"model": dec, "quant": q, "op": "caption", "shape": ops_b["caption"], "threads": tb}})
+                             "a": {"model": "video-encoder", "quant": q, "op": "encode", "shape": ops_a["encode"],
+                                   "threads": ta, "alone_threads": sa},
+                             "b": {"model": dec, "quant": q, "op": "caption", "shape": ops_b["caption"],
+                                   "threads": tb, "alone_threads": sb}})
                 for part in ("alone", "together"):
                     for i in (0, 1):
                         cr[part][i] += res[part][i]
@@ -408,10 +406,11 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
             state["modules"][key] = module_profile(preset, m, q, ld["cold"], ld["warm"], ld["memray"],
                                                    merge_rounds(state["rounds"][key]), params).model_dump(mode="json")
             save_state()
-        for q, dec in pairs:
-            key = f"{q}/{dec}"
+        for q, dec, ta, tb in pairs:
+            key = corun_key(q, dec, ta, tb)
             if key not in state["corun"]:
-                state["corun"][key] = corun_profile(q, dec, corun_threads, state["corun_rounds"][key])
+                state["corun"][key] = corun_profile(q, dec, (ta, tb), shared_threads(ta, tb, ncores),
+                                                    state["corun_rounds"][key])
                 save_state()
     say(total, total, "done")
     profile = assemble(state)
@@ -424,13 +423,39 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     return profile
 
 
-def corun_profile(q: str, dec: str, threads, rounds: dict) -> dict:
+def corun_pairs_of(models, quants, corun: bool, corun_threads, corun_pairs=None) -> list[tuple]:
+    """(backend, decoder, encoder threads, decoder threads) of each co-run to measure: `corun_pairs`
+    when given (the validator asks for the pairs and threads its reuse-parallel scenarios run),
+    else the encoder with each caption decoder at `corun_threads`, for fp32 when profiled, else the
+    first backend (co-run is costly with slow int8 kernels)."""
+    if not corun or "video-encoder" not in models:
+        return []
+    if corun_pairs is not None:
+        return [(q, dec, int(ta), int(tb)) for q, dec, ta, tb in corun_pairs if dec in models and q in quants]
+    ta, tb = corun_threads
+    return [(q, dec, int(ta), int(tb)) for q in (["fp32"] if "fp32" in quants else quants[:1])
+            for dec in ("decoder", "bert-decoder") if dec in models]
+
+
+def corun_key(q: str, dec: str, ta: int, tb: int) -> str:
+    return f"{q}/{dec}@{ta},{tb}"
+
+
+def shared_threads(ta: int, tb: int, cores: int) -> tuple[int, int]:
+    """Threads each side of a co-run gets when both share `cores` (as the simulator shares them:
+    ask x min(1, cores / total asks)), rounded, at least 1: the thread counts its alone samples
+    are timed at, so that its slowdown is what comes on top of sharing the cores."""
+    scale = min(1.0, cores / max(1, ta + tb))
+    return max(1, round(ta * scale)), max(1, round(tb * scale))
+
+
+def corun_profile(q: str, dec: str, threads, alone_threads, rounds: dict) -> dict:
     """The co-run figure of the encoder with `dec` from its rounds (alone and together samples)."""
     alone, together = rounds["alone"], rounds["together"]
     sa = statistics.median(together[0]) / statistics.median(alone[0])
     sb = statistics.median(together[1]) / statistics.median(alone[1])
     return CoRun(a=f"video-encoder/{q}:encode", b=f"{dec}/{q}:caption", threads=tuple(threads),
-                 slowdown_a=max(0.5, sa), slowdown_b=max(0.5, sb),
+                 alone_threads=list(alone_threads), slowdown_a=max(0.5, sa), slowdown_b=max(0.5, sb),
                  alone_s=[Stat.of(x).model_dump() for x in alone],
                  together_s=[Stat.of(x).model_dump() for x in together]).model_dump(mode="json")
 
@@ -485,7 +510,11 @@ def assemble(state: dict) -> Profile:
         "storage_read_bytes_per_s": f"sequential read of a {bw['bytes'] >> 20} MiB scratch file in the store directory "
                                     f"after fsync and posix_fadvise(DONTNEED) (evicted: {bw['evicted']}), median of "
                                     f"{bw['seconds']['n']}",
-        "corun": "for the fp32 modules (else the first backend): both ops in two Python threads of one process, torch.set_num_threads inside each thread, "
+        "corun": "the encoder's encode with a decoder's caption (the pairs and thread counts in settings.corun_pairs, "
+                 "default the fp32 modules, else the first backend, at corun_threads): both ops in two Python threads of one "
+                 "process, torch.set_num_threads inside each thread; alone samples at the thread counts each side gets when "
+                 "both share the cores (alone_threads: threads x min(1, cores / both threads)), so that the slowdown is what "
+                 "comes on top of sharing the cores; "
                  "one round per profile round, each in a new process after one warm-up call of each op: one "
                  "alone sample of each op, then both at once until each has one call that ran wholly while the "
                  "other ran, so that machine drift hits alone and together alike; "

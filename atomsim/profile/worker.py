@@ -299,8 +299,10 @@ def job_corun(job) -> dict:
         sub = dict(job, model=s["model"], quant=s["quant"])
         mod = load_target(sub)
         specs.append((mod, getattr(mod, s["op"]), mod.example_inputs(s["op"], **s.get("shape", {})), int(s["threads"])))
-    for mod, fn, inp, t in specs:  # warm-up, alone
-        torch.set_num_threads(t)
+    # alone at the thread count each side gets when both share the cores (see CoRun)
+    alone_t = [int(job[side].get("alone_threads") or job[side]["threads"]) for side in ("a", "b")]
+    for (mod, fn, inp, t), ta in zip(specs, alone_t):  # warm-up, alone
+        torch.set_num_threads(ta)
         fn(*inp)
     alone, together, errors = [[], []], [[], []], []
 
@@ -328,7 +330,7 @@ def job_corun(job) -> dict:
 
     for _ in range(int(job["samples"])):
         for i, (mod, fn, inp, t) in enumerate(specs):
-            torch.set_num_threads(t)
+            torch.set_num_threads(alone_t[i])
             t0 = time.perf_counter()
             fn(*inp)
             alone[i].append(time.perf_counter() - t0)

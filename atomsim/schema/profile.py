@@ -138,6 +138,8 @@ class CoRun(BaseModel):
     a: str                        # "<model>/<quant>:<op>"
     b: str
     threads: tuple[int, int] = (1, 1)
+    # together / alone, alone timed at the thread counts the simulator's CPU sharing gives each
+    # side (threads x min(1, cores / sum of threads)): the slowdown beyond core sharing
     slowdown_a: float = Field(ge=0.5)
     slowdown_b: float = Field(ge=0.5)
 
@@ -172,14 +174,22 @@ class Profile(BaseModel):
             raise ProfileError(f"profile lacks op {op!r} of module {model}/{quant}; it has: {', '.join(sorted(mod.ops)) or 'none'}")
         return mod.ops[op]
 
-    def corun_slowdown(self, a: str, b: str) -> tuple[float, float] | None:
-        """(slowdown of a, slowdown of b) when both run at once, if measured. Keys "<model>/<quant>:<op>"."""
+    def corun_slowdown(self, a: str, b: str, threads: tuple | None = None) -> tuple[float, float] | None:
+        """(slowdown of a, slowdown of b) when both run at once, if measured. Keys "<model>/<quant>:<op>";
+        `threads` (of a, of b): the figure measured at those thread counts when there is one, else
+        the pair's first figure."""
+        found = None
         for c in self.corun:
             if (c.a, c.b) == (a, b):
-                return c.slowdown_a, c.slowdown_b
-            if (c.a, c.b) == (b, a):
-                return c.slowdown_b, c.slowdown_a
-        return None
+                hit, ts = (c.slowdown_a, c.slowdown_b), tuple(c.threads)
+            elif (c.a, c.b) == (b, a):
+                hit, ts = (c.slowdown_b, c.slowdown_a), tuple(reversed(c.threads))
+            else:
+                continue
+            if threads is None or tuple(int(round(t)) for t in threads) == ts:
+                return hit
+            found = found or hit
+        return found
 
 
 def profile_from_mapping(data: dict, source: str) -> Profile:

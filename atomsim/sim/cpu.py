@@ -10,7 +10,7 @@ ask x cores / total effective threads. Its rate is 1 / latency(effective threads
 `latency` comes from the profile: measured at some thread counts, the speed-up (1/latency) is
 interpolated linearly between them, flat above the largest, and linear in threads below the
 smallest (half a thread -> twice the latency of one). Co-run slowdowns divide a job's rate while
-the named other op runs at once.
+the named other op runs at once (the figure measured at both jobs' thread asks, where there is one).
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ class Sharing:
 class Cpu(Sharing):
     """Processor sharing over `cores`, with the profile's speed-up curves and co-run slowdowns."""
 
-    def __init__(self, env, cores: int, corun: Callable[[str, str], tuple[float, float] | None] | None = None):
+    def __init__(self, env, cores: int, corun: Callable[..., tuple[float, float] | None] | None = None):
         super().__init__(env)
         self.cores = cores
         self.corun = corun
@@ -136,7 +136,7 @@ class Cpu(Sharing):
             if self.corun is not None and j.key is not None:
                 for o in self.jobs:
                     if o is not j and o.key is not None:
-                        s = self.corun(j.key, o.key)
+                        s = self.corun(j.key, o.key, (j.ask, o.ask))
                         if s is not None:
                             slow *= s[0]
             j.slowdown = slow

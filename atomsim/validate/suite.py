@@ -134,18 +134,25 @@ def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None, 
 
 def profile_request(scenarios: list[Scenario], samples: int = 5) -> dict:
     """What a profile must hold to simulate `scenarios`, as arguments of `profile.measure`: their
-    preset, every backend they use, every thread count they set, all modules, co-run at 1,1."""
+    preset, every backend they use, every thread count they set, all modules, and a co-run of the
+    encoder with the caption decoder for each backend and thread setting that a reuse-parallel
+    scenario overlaps."""
     from ..errors import ConfigError
     presets = sorted({sc.models.preset for sc in scenarios})
     if len(presets) != 1:
         raise ConfigError(f"one profile covers one preset; the scenarios use {', '.join(presets)}")
-    quants, threads = [], set()
+    quants, threads, pairs = [], set(), []
     for sc in scenarios:
         for q in [sc.models.quant, *sc.models.quant_by_model.values()]:
             if q not in quants:
                 quants.append(q)
         threads |= {int(t) for t in sc.threads.model_dump().values()}
-    return {"preset": presets[0], "quants": quants, "threads": sorted(threads), "samples": int(samples)}
+        q = sc.models.quant_of("video-encoder")
+        pair = [q, "decoder", int(sc.threads.encoder), int(sc.threads.decoder)]
+        if sc.policy == "reuse-parallel" and sc.models.quant_of("decoder") == q and pair not in pairs:
+            pairs.append(pair)   # the encoder and the caption decoder overlap, at these threads
+    return {"preset": presets[0], "quants": quants, "threads": sorted(threads), "samples": int(samples),
+            "corun_pairs": pairs}
 
 
 def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: list[str], out_dir, store=None,
