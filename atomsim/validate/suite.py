@@ -174,9 +174,13 @@ def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: l
         raise ConfigError(f"--repeat must be >= 1, got {repeat}")
     if (profile is None) == (measure_profile is None):
         raise ConfigError("give either a profile or measure_profile")
-    for sc in scenarios:   # a profile that lacks a module or op fails before any real run
-        if profile is not None:
+
+    def check(profile):   # a profile that lacks a module or op fails before (more) real runs
+        for sc in scenarios:
             check_profile(profile, make_plan(sc))
+
+    if profile is not None:
+        check(profile)
     rows, groups = [], {}
     runs = {sc.name: [] for sc in scenarios}
     evicted = {}
@@ -185,13 +189,11 @@ def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: l
     for k in range(repeat):
         if measure_profile is not None and profile is None:
             from ..profile.measure import measure
-            n = int(measure_profile["samples"])
-            upto = n if k == repeat - 1 else min(n, -(-(k + 1) * n // repeat))
+            upto = -(-(k + 1) * int(measure_profile["samples"]) // repeat)   # ceil; the last round: all
             profile = measure(**measure_profile, rounds_now=upto,
                               progress=lambda d, t, desc: bar.set_postfix_str(f"profile: {desc}"))
             if profile is not None:
-                for sc in scenarios:
-                    check_profile(profile, make_plan(sc))
+                check(profile)
         for sc in scenarios:
             bar.set_postfix_str(f"{sc.name} ({k + 1}/{repeat})")
             trace, summary, ev = real_runs(sc, videos, out_dir / sc.name, store,
