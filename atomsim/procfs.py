@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 
 def reset_hwm() -> bool:
@@ -39,3 +40,18 @@ def malloc_trim() -> bool:
         return True
     except OSError:
         return False
+
+
+def huge_pages() -> dict:
+    """Whether torch's large buffers may live on huge pages: the kernel's transparent huge page
+    mode and torch's THP_MEM_ALLOC_ENABLE (set by `import atomsim` unless set before)."""
+    mode = None
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            text = f.read()
+        mode = text[text.index("[") + 1:text.index("]")] if "[" in text else text.strip()
+    except (OSError, ValueError):
+        pass
+    env = os.environ.get("THP_MEM_ALLOC_ENABLE")
+    return {"kernel_thp": mode, "torch_thp_alloc": env,
+            "in_use": mode in ("always", "madvise") and env not in (None, "", "0")}

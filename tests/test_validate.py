@@ -140,3 +140,38 @@ def test_validate_measures_its_profile_between_the_rounds_of_real_runs(tmp_path,
     result = json.loads((tmp_path / "o" / "fidelity.json").read_text())
     assert result["profile_interleaved"] is True and result["profile"] == str(prof)
     assert "its rounds between the rounds of real runs" in (tmp_path / "o" / "fidelity.md").read_text()
+
+
+def test_measurement_noise_is_each_run_against_the_median_of_the_others():
+    """Analytic: runs 10, 11, 13 s -> 10 vs median(11, 13)=12: -16.7%; 11 vs 11.5: -4.3%; 13 vs
+    10.5: +23.8%. Reload 10, 10, 10 s: 0%. Reuse 8, 9, 5 s: 8 vs 7 +14.3%, 9 vs 6.5 +38.5%, 5 vs
+    8.5 -41.2%; per-round reductions 20, 10, 50%: 20 vs 30 -> 10 pp, 10 vs 35 -> 25 pp, 50 vs 15 -> 35 pp."""
+    from atomsim.validate.compare import measurement_noise
+    rows = [{"name": "a", "measured_repeats": [{"e2e_s": x} for x in (10, 11, 13)]},
+            {"name": "r", "measured_repeats": [{"e2e_s": x} for x in (10, 10, 10)]},
+            {"name": "u", "measured_repeats": [{"e2e_s": x} for x in (8, 9, 5)]}]
+    nz = measurement_noise(rows, [{"reload": "r", "scenario": "u"}])
+    e2e = sorted([100 * 2 / 12, 100 * 0.5 / 11.5, 100 * 2.5 / 10.5, 0, 0, 0, 100 / 7, 100 * 2.5 / 6.5, 100 * 3.5 / 8.5])
+    assert nz["e2e_abs_pct"]["max"] == pytest.approx(e2e[-1]) and nz["e2e_abs_pct"]["median"] == pytest.approx(e2e[4])
+    assert nz["reduction_abs_pp"] == {"median": pytest.approx(25), "max": pytest.approx(35), "n": 3}
+    assert measurement_noise([{"name": "a", "measured_repeats": [{"e2e_s": 1}, {"e2e_s": 2}]}], []) is None
+
+
+def test_huge_pages_differing_between_profile_and_runs_is_a_warning():
+    from atomsim.validate.suite import huge_pages_warnings
+    prof = made_up_profile()
+    on = {"huge_pages": {"in_use": True}}
+    assert huge_pages_warnings(prof, [on]) and "huge pages" in huge_pages_warnings(prof, [on])[0]
+    prof.device = {"huge_pages": {"in_use": True}}
+    assert huge_pages_warnings(prof, [on, on]) == []
+    assert huge_pages_warnings(prof, [on, {"huge_pages": {"in_use": False}}])
+
+
+def test_importing_atomsim_turns_on_huge_pages_for_torch_unless_set_before():
+    import subprocess
+    code = "import os; os.environ['THP_MEM_ALLOC_ENABLE']='0'; import atomsim; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "0"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    out = subprocess.run([sys.executable, "-c", "import os, atomsim; print(os.environ['THP_MEM_ALLOC_ENABLE'])"],
+                         capture_output=True, text=True, env=env).stdout.strip()
+    assert out == "1"

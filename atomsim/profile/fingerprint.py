@@ -6,6 +6,8 @@ import glob
 import os
 import platform
 
+from ..procfs import huge_pages
+
 
 def _read(path) -> str | None:
     try:
@@ -67,7 +69,7 @@ def fingerprint(runtime: dict | None = None) -> dict:
         "os": platform.platform(), "kernel": platform.release(), "hostname": platform.node(),
         "termux": bool(os.environ.get("TERMUX_VERSION") or os.environ.get("PREFIX", "").startswith("/data/data/com.termux")),
         "env_threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(k)},
-        "loadavg": loadavg(),
+        "loadavg": loadavg(), "huge_pages": huge_pages(),
     }
     if runtime:
         for k in ("python", "torch", "torchao", "transformers", "safetensors", "quantized_engine",

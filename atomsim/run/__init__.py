@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import AtomsimError, VideoError
 from ..io import atomic_write_json, check_writable_dir
+from ..procfs import huge_pages
 
 __all__ = ["RunResult", "run_scenario", "read_videos"]
 _LOAD_LOCK = threading.Lock()
@@ -155,7 +156,7 @@ def run_scenario(scenario, videos, policy=None, out_dir=None, store=None, querie
     summary = summary_dict(trace, scenario=sc.name, extra={
         "videos": len(infos), "clips": len(clips), "skipped": len(skipped), "video_read_s": round(read_s, 6),
         "peak_method": method, "sampled_peak_bytes": trace.peak()[0],
-        "memory_sample_hz": round(monitor.rate_hz(), 1), "preset": sc.models.preset,
+        "memory_sample_hz": round(monitor.rate_hz(), 1), "preset": sc.models.preset, "huge_pages": huge_pages(),
         "instances": {k: v.key for k, v in plan.instances.items()},
         "memory_events": monitor.events})
     summary["peak_bytes"], summary["breakdown_bytes"] = int(peak), {k: int(v) for k, v in breakdown.items()}

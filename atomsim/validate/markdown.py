@@ -60,17 +60,27 @@ def fidelity_markdown(result: dict, pictures: str = "") -> str:
         noise = (f"\n- measured: median of {rep} real runs per scenario, in interleaved rounds; run-to-run spread "
                  f"of the end-to-end time ((max − min) / median): median {statistics.median(x[1] for x in spreads):.1f}%, "
                  f"max {worst[1]:.1f}% ({worst[0]})")
+    nz = s.get("measurement_noise")
+    if nz:
+        noise += ("\n- how the measurement repeats itself (each real run against the median of the other runs of its "
+                  f"scenario; each round's reduction against the other rounds'): end-to-end {fmt(nz['e2e_abs_pct'], '%')}; "
+                  f"reduction {fmt(nz['reduction_abs_pp'], ' pp')}. An exact model would show errors of this size "
+                  "against a single run")
     return "\n\n".join([
         "# atomsim fidelity report",
         f"Date: {result['date']}. Machine: {m.get('cpu', '?')} ({m.get('machine')}, {m.get('cpus')} CPUs), "
-        f"{m.get('platform')}, Python {m.get('python')}, torch {m.get('torch', '?')}. "
+        f"{m.get('platform')}, Python {m.get('python')}, torch {m.get('torch', '?')}" +
+        (f", huge pages for torch buffers: {'on' if m['huge_pages'].get('in_use') else 'off'} "
+         f"(kernel THP {m['huge_pages'].get('kernel_thp')}, THP_MEM_ALLOC_ENABLE={m['huge_pages'].get('torch_thp_alloc')})"
+         if m.get("huge_pages") else "") + ". "
         f"Profile: `{result.get('profile')}` (source: {result.get('profile_source')}" +
         ("; measured by this validation, its rounds between the rounds of real runs" if result.get("profile_interleaved") else "") + ").",
         "## Summary\n\n"
         f"- end-to-end time, |error|: {fmt(s['e2e_abs_error_pct'], '%')}\n"
         f"- peak memory, |error|: {fmt(s['peak_abs_error_pct'], '%')}\n"
         f"- reduction against reload, |error|: {fmt(s['reduction_abs_error_pp'], ' pp')}\n"
-        f"- largest end-to-end error: {s['worst_e2e']}; largest peak error: {s['worst_peak']}" + noise,
+        f"- largest end-to-end error: {s['worst_e2e']}; largest peak error: {s['worst_peak']}" + noise +
+        "".join(f"\n- warning: {w}" for w in result.get("warnings") or []),
         "## End-to-end time and peak memory\n\n" + fidelity_table(result),
         "## Stages (busy time summed over steps)\n\n" + stage_table(result),
         "## Reduction against reload\n\n" + reduction_table(result),

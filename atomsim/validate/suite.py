@@ -54,12 +54,25 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
+    from ..procfs import huge_pages
+    info["huge_pages"] = huge_pages()
     try:
         import torch
         info["torch"] = torch.__version__
     except ImportError:
         pass
     return info
+
+
+def huge_pages_warnings(profile: Profile, summaries: list[dict]) -> list[str]:
+    """A warning when the profile was measured with huge pages for torch's buffers on and the real
+    runs off, or the other way round: it changes op latencies (atomsim/__init__.py)."""
+    runs = {(s.get("huge_pages") or {}).get("in_use") for s in summaries}
+    prof = (profile.device.get("huge_pages") or {}).get("in_use")
+    if runs == {prof}:
+        return []
+    return [f"huge pages for torch buffers: profile {prof}, real runs {sorted(runs, key=str)} (they change op "
+            "latencies: measure both with the same THP_MEM_ALLOC_ENABLE)"]
 
 
 def median_run(runs: list[tuple]) -> tuple:
@@ -214,11 +227,12 @@ def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: l
         except ImportError:
             pass
     reds = reductions(rows, groups)
+    warnings = huge_pages_warnings(profile, [s for rs in runs.values() for _, s in rs])
     result = {
         "version": 1, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "repeat": repeat,
         "machine": machine_info(), "profile": profile_path, "profile_source": profile.source,
         "profile_interleaved": measure_profile is not None,
-        "scenarios": rows, "reductions": reds, "summary": summarize_errors(rows, reds),
+        "scenarios": rows, "reductions": reds, "summary": summarize_errors(rows, reds), "warnings": warnings,
     }
     atomic_write_json(out_dir / "fidelity.json", result)
     atomic_write_text(out_dir / "fidelity.md", fidelity_markdown(result))
