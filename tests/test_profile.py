@@ -256,3 +256,36 @@ def test_rounds_take_one_sample_each_until_the_count_or_the_budget():
     merged = merge_rounds([rd(1.0), None, rd(2.0)])
     assert merged["ops"]["encode"]["latency"]["1"]["samples"] == [1.0, 2.0]
     assert merged["ops"]["encode"]["activation_peak_by_threads"] == {"1": 7} and merged["free_s"] == [0.1, 0.1]
+
+
+def test_ops_job_loads_and_runs_in_a_lane_thread_as_the_runner_does(monkeypatch):
+    """The runner runs every step in a lane thread (glibc then serves it from another arena, which
+    changes the memory an op keeps): the profiler's load and op calls must not run in the main
+    thread, and an error in the lane reaches the caller."""
+    import threading
+
+    from atomsim.profile import worker
+    seen = []
+
+    class Fake:
+        def example_inputs(self, op, **shape):
+            return (1,)
+
+        def encode(self, x):
+            seen.append(threading.current_thread() is threading.main_thread())
+
+        def free(self):
+            pass
+
+    def load(job):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return Fake()
+
+    monkeypatch.setattr(worker, "load_target", load)
+    monkeypatch.setattr(worker, "weight_files", lambda job: [])
+    res = worker.job_ops({"ops": {"encode": {}}, "threads": [1], "samples": 2, "memory": True})
+    assert len(res["ops"]["encode"]["latency"]["1"]["samples"]) == 2
+    assert seen and not any(seen)                    # load, first call and samples: all off the main thread
+    assert worker.in_lane(lambda a: a + 1, 1) == 2
+    with pytest.raises(ZeroDivisionError):
+        worker.in_lane(lambda: 1 / 0)

@@ -1,11 +1,14 @@
 """Measured memory of a run: an RSS sampler thread and the breakdown of every sample.
 
 Method (documented in docs/running.md):
-- A daemon thread reads the process RSS from /proc/self/statm every `period_s` (default 12 ms:
-  >= 50 Hz even when the GIL delays it by the interpreter's 5 ms switch interval) and appends one
-  `memory` counter sample to the trace. The switch interval is left alone: lowering it makes the
-  lane threads hand the GIL over every millisecond, which slows the Python-heavy decoding loops
-  that are being measured (seen: 2-thread ops 10-25% slower than the profiler measured them).
+- A daemon thread reads the process RSS from /proc/self/statm every `period_s`: 100 ms where the
+  kernel's high-water mark can be reset (the peak then comes from VmHWM and the samples only draw
+  the timeline and split the peak), 12 ms where it cannot (the sampled max is then the peak).
+  Sampling costs the pipeline time: a sample wakes a thread that takes the GIL while the lanes'
+  ops keep both cores busy. Measured (v06, torch-dynamic-int8 reload, 2 threads, 3 rounds of
+  runs): end-to-end median 15.55 s sampling every 12 ms against 13.43 s every 200 ms, every
+  round slower. The switch interval is left alone: lowering it makes the lane threads hand the
+  GIL over every millisecond (seen: 2-thread ops 10-25% slower than the profiler measured them).
 - Peak: at run start the kernel's high-water mark is reset (`echo 5 > /proc/self/clear_refs`,
   where permitted); at the end `VmHWM` is read. The reported peak is max(VmHWM, sampled max);
   `peak_method` says which was available.
@@ -65,7 +68,7 @@ def tensor_bytes(module) -> int:
 class MemoryMonitor:
     """Samples RSS into `trace.memory`; the executor tells it about loads, frees and running steps."""
 
-    def __init__(self, trace, t0: float, period_s: float = 0.012, inputs_fn=None):
+    def __init__(self, trace, t0: float, period_s: float | None = None, inputs_fn=None):
         self.trace, self.t0, self.period_s = trace, t0, period_s
         self.inputs_fn = inputs_fn or (lambda: 0)
         self.lock = threading.Lock()
@@ -83,6 +86,8 @@ class MemoryMonitor:
     # ---- lifecycle
     def start(self) -> None:
         self.hwm_reset = reset_hwm()
+        if self.period_s is None:
+            self.period_s = 0.1 if self.hwm_reset else 0.012
         self.baseline = max(0, rss_bytes() - self.inputs_fn())
         self.sample()
         self._thread = threading.Thread(target=self._loop, name="atomsim-memory", daemon=True)
