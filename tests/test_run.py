@@ -218,3 +218,16 @@ def test_cli(vids, tiny_store, tmp_path, capsys):
                "--store", str(tiny_store), "--out", str(tmp_path / "bad"), "--no-progress"])
     assert rc != 0
     assert str(vids["text"]) in capsys.readouterr().err
+
+
+def test_pipeline_starts_from_a_trimmed_heap(vids, tiny_store, tmp_path, monkeypatch):
+    """The profile's baseline is the RSS of a trimmed heap after decoding: the runner trims the
+    decoder's freed buffers before the memory monitor takes its baseline."""
+    from atomsim import models
+    from atomsim.run import memory as run_memory
+    events = []
+    trim, start = models.malloc_trim, run_memory.MemoryMonitor.start
+    monkeypatch.setattr(models, "malloc_trim", lambda: (events.append("trim"), trim())[1])
+    monkeypatch.setattr(run_memory.MemoryMonitor, "start", lambda self: (events.append("start"), start(self))[1])
+    _run("retrieval", [vids["short"]], tmp_path, tiny_store, "reload", queries=["a cat"])
+    assert "start" in events and "trim" in events[:events.index("start")]
