@@ -50,3 +50,17 @@ def test_median_run_picks_the_middle_run_and_the_median_peak():
     assert [r["e2e_s"] for r in summary["repeats"]] == [12.0, 10.0, 11.0]
     assert median_run(runs[:2])[0] == "t2"                      # even count: the lower middle run
     assert median_run(runs[:1]) == runs[0]                      # one run: itself, unchanged
+
+
+def test_reduction_with_rounds_is_the_median_of_paired_rounds():
+    """Reload 10, 20, 10 s and reuse 8, 12, 9 s by round: per round 20%, 40%, 10% -> median 20%
+    (between the median runs it would be 10 vs 9: 10%). Unequal round counts: between the median runs."""
+    rows = [dict(compare_runs("r", summary("reload", 10.0, 1), summary("reload", 10.0, 1)),
+                 measured_repeats=[{"e2e_s": x} for x in (10.0, 20.0, 10.0)]),
+            dict(compare_runs("u", summary("reuse-serial", 9.0, 1), summary("reuse-serial", 8.0, 1)),
+                 measured_repeats=[{"e2e_s": x} for x in (8.0, 12.0, 9.0)])]
+    d = reductions(rows, {"r": "g", "u": "g"})[0]
+    assert d["measured_reduction_per_round_pct"] == pytest.approx([20.0, 40.0, 10.0])
+    assert d["measured_reduction_pct"] == pytest.approx(20.0) and d["error_pp"] == pytest.approx(0.0)
+    rows[1]["measured_repeats"] = rows[1]["measured_repeats"][:2]
+    assert reductions(rows, {"r": "g", "u": "g"})[0]["measured_reduction_pct"] == pytest.approx(10.0)
