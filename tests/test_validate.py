@@ -150,7 +150,7 @@ def test_measurement_noise_is_each_run_against_the_median_of_the_others():
     rows = [{"name": "a", "measured_repeats": [{"e2e_s": x} for x in (10, 11, 13)]},
             {"name": "r", "measured_repeats": [{"e2e_s": x} for x in (10, 10, 10)]},
             {"name": "u", "measured_repeats": [{"e2e_s": x} for x in (8, 9, 5)]}]
-    nz = measurement_noise(rows, [{"reload": "r", "scenario": "u"}])
+    nz = measurement_noise(rows, [{"reload": "r", "scenario": "u", "measured_reduction_per_round_pct": [20.0, 10.0, 50.0]}])
     e2e = sorted([100 * 2 / 12, 100 * 0.5 / 11.5, 100 * 2.5 / 10.5, 0, 0, 0, 100 / 7, 100 * 2.5 / 6.5, 100 * 3.5 / 8.5])
     assert nz["e2e_abs_pct"]["max"] == pytest.approx(e2e[-1]) and nz["e2e_abs_pct"]["median"] == pytest.approx(e2e[4])
     assert nz["reduction_abs_pp"] == {"median": pytest.approx(25), "max": pytest.approx(35), "n": 3}

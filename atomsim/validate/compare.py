@@ -75,8 +75,8 @@ def _stats(xs):
 
 def measurement_noise(rows: list[dict], reds: list[dict]) -> dict | None:
     """How well the measurement repeats itself: each real run against the median of the other runs
-    of its scenario (end-to-end, %), and each round's reduction (a reuse run against the reload
-    run of the same round) against the median of the other rounds' (pp). A model that were exact
+    of its scenario (end-to-end, %), and each round's reduction (`reductions`' per-round figures)
+    against the median of the other rounds' (pp). A model that were exact
     would still show errors of this size against one run; None with fewer than 3 runs each."""
     e2e, red = [], []
     runs = {r["name"]: [x["e2e_s"] for x in r.get("measured_repeats") or []] for r in rows}
@@ -88,9 +88,8 @@ def measurement_noise(rows: list[dict], reds: list[dict]) -> dict | None:
         if len(xs) >= 3:
             e2e += [100.0 * (x - m) / m for x, m in loo(xs)]
     for d in reds:
-        base, other = runs.get(d["reload"], []), runs.get(d["scenario"], [])
-        if len(base) >= 3 and len(base) == len(other):
-            per_round = [reduction_pct(b, o) for b, o in zip(base, other)]
+        per_round = d.get("measured_reduction_per_round_pct") or []
+        if len(per_round) >= 3:
             red += [x - m for x, m in loo(per_round)]
     if not e2e:
         return None
@@ -98,11 +97,10 @@ def measurement_noise(rows: list[dict], reds: list[dict]) -> dict | None:
 
 
 def summarize_errors(rows: list[dict], reds: list[dict]) -> dict:
-    stats = _stats
     return {
-        "e2e_abs_error_pct": stats(r["e2e_error_pct"] for r in rows),
-        "peak_abs_error_pct": stats(r["peak_error_pct"] for r in rows),
-        "reduction_abs_error_pp": stats(r["error_pp"] for r in reds),
+        "e2e_abs_error_pct": _stats(r["e2e_error_pct"] for r in rows),
+        "peak_abs_error_pct": _stats(r["peak_error_pct"] for r in rows),
+        "reduction_abs_error_pp": _stats(r["error_pp"] for r in reds),
         "worst_e2e": max(rows, key=lambda r: abs(r["e2e_error_pct"] or 0))["name"] if rows else None,
         "worst_peak": max(rows, key=lambda r: abs(r["peak_error_pct"] or 0))["name"] if rows else None,
         "measurement_noise": measurement_noise(rows, reds),

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..io import atomic_write_json, atomic_write_text, check_writable_dir
+from ..procfs import huge_pages
 from ..schema.profile import Profile
 from ..schema.scenario import Scenario
 from .compare import compare_runs, reductions, summarize_errors
@@ -54,7 +55,6 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    from ..procfs import huge_pages
     info["huge_pages"] = huge_pages()
     try:
         import torch
