@@ -1,4 +1,12 @@
-"""The one exception base of atomsim. Every error says what was wrong and how to fix it."""
+"""The one exception base of atomsim. Every error says what was wrong and how to fix it.
+
+Exit codes of the `atomsim` command (README, "Exit codes"):
+"""
+
+EXIT_OK = 0            # success
+EXIT_ERROR = 2         # bad input or a failure atomsim names (every AtomsimError)
+EXIT_OOM = 3           # the command worked, but its result includes out-of-memory (simulated or a real OOM kill)
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT
 
 
 class AtomsimError(Exception):

@@ -78,13 +78,37 @@ class Workload(Strict):
     beam: int = Field(default=4, gt=0)
     caption_tokens: int = Field(default=23, gt=0)
     script_tokens: int = Field(default=64, gt=0)
-    queue_size: int = Field(default=2, gt=0)
+    queue_size: int = Field(default=2, gt=0)   # clips of features (parallel lanes) and of decoded frames in flight
+    # several requests on the same clips: a count (each with `prompt` / `queries`), or a list of
+    # prompts (assembly, summarization, qa) or of query lists (retrieval); `think_s` between them
+    requests: int | list[str] | list[list[str]] = 1
+    think_s: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _check(self):
         if self.task not in TASKS:
             raise ValueError(valid_names("task", self.task, TASKS))
+        r = self.requests
+        if isinstance(r, bool) or (isinstance(r, int) and r < 1):
+            raise ValueError("requests: a count of at least 1, or a non-empty list")
+        if isinstance(r, list):
+            if not r:
+                raise ValueError("requests: an empty list (give at least one prompt or query list)")
+            want_lists = self.task == "retrieval"
+            for i, item in enumerate(r):
+                if want_lists != isinstance(item, list) or (isinstance(item, list) and not item) or not item:
+                    kind = "a non-empty list of queries" if want_lists else "a non-empty prompt"
+                    raise ValueError(f"requests[{i}]: expected {kind} for task {self.task!r}")
         return self
+
+    def request_count(self) -> int:
+        return self.requests if isinstance(self.requests, int) else len(self.requests)
+
+    def request_texts(self, k: int):
+        """Request k's prompt (assembly, summarization, qa) or query list (retrieval)."""
+        if isinstance(self.requests, list):
+            return self.requests[k]
+        return list(self.queries) if self.task == "retrieval" else self.prompt
 
     def clip_count(self) -> int:
         """Clips in the workload: `clips`, or those cut from `videos` by length and stride."""
