@@ -533,7 +533,8 @@ def assemble(state: dict) -> Profile:
     prof = Profile(
         version=PROFILE_VERSION, source="measured", created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         preset=cfg["preset"], device=fingerprint.fingerprint(base), method=method,
-        baseline_rss_bytes=int(base["rss"]), storage_read_bytes_per_s=bw["bytes_per_s"], memray=has_memray,
+        baseline_rss_bytes=int(base["rss"]), baseline_anon_bytes=int(base["anon"]) if base.get("anon") else None,
+        storage_read_bytes_per_s=bw["bytes_per_s"], memray=has_memray,
         modules=modules, corun=[CoRun.model_validate(v) for v in state["corun"].values()],
         pipeline_ops_s={"rank": rank.median, "assemble": assemble_s.median if assemble_s else 0.0},
         pipeline_ops_items={"rank": base["rank"]["items"], **({"assemble": base["assemble"]["items"]} if assemble_s else {})},

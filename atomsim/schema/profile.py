@@ -153,6 +153,9 @@ class Profile(BaseModel):
     device: dict = {}
     method: dict = {}
     baseline_rss_bytes: int = Field(ge=0)
+    # of that RSS, the anonymous part (heap, torch's allocations); the rest is file pages
+    # (shared libraries) that a memory cgroup does not charge when other processes read them first
+    baseline_anon_bytes: int | None = Field(default=None, ge=0)
     storage_read_bytes_per_s: float | None = Field(default=None, gt=0)
     memray: bool = False
     modules: dict[str, ModuleProfile]
