@@ -195,7 +195,53 @@ class Profile(BaseModel):
         return found
 
 
+def profile_presets(profile: Profile) -> set[str]:
+    """The presets a profile measured: its own `preset`, else its modules'."""
+    if profile.preset:
+        return {profile.preset}
+    return {m.preset for m in profile.modules.values() if m.preset}
+
+
+def profile_mismatch(profile: Profile, preset: str, keys=()) -> str | None:
+    """Why `profile` does not describe modules of `preset` (and each "model/quant" of `keys`):
+    it measured another preset, or lacks one of them. None when it fits."""
+    presets = profile_presets(profile)
+    if presets and preset not in presets:
+        return f"it measured preset {', '.join(sorted(presets))}, the scenario uses preset {preset}"
+    missing = sorted(k for k in set(keys) if k not in profile.modules)
+    if missing:
+        return f"it lacks {', '.join(missing)} (it has {', '.join(sorted(profile.modules)) or 'none'})"
+    return None
+
+
+def check_profile_fits(profile: Profile, profile_path, preset: str, keys=(), scenario_path=None) -> None:
+    """Raise ProfileError naming both files when `profile` does not describe the scenario's modules."""
+    why = profile_mismatch(profile, preset, keys)
+    if why:
+        of = f" for {scenario_path}" if scenario_path else ""
+        raise ProfileError(f"profile {profile_path} does not fit{of}: {why}; profile that preset "
+                           f"(atomsim profile --preset {preset}), or pass --allow-profile-mismatch")
+
+
+def _not_a_profile(data: dict, source: str) -> str | None:
+    """What a mapping is when it is not a profile (a profile side file, a summary, a trace, a scenario)."""
+    if "config" in data and "whole" in data:
+        return (f"{source}: a partial profile (the side file of an interrupted `atomsim profile`), not a "
+                "profile: rerun the same `atomsim profile` command to resume it")
+    if "modules" in data:
+        return None
+    kinds = (("traceEvents", "a trace"), ("e2e_s", "a run or simulation summary"), ("workload", "a scenario"),
+             ("grid", "a study"))
+    looks = next((what for key, what in kinds if key in data), None)
+    if looks or "version" not in data:
+        return f"{source}: not a profile (no field 'modules')" + (f"; it looks like {looks}" if looks else "")
+    return None
+
+
 def profile_from_mapping(data: dict, source: str) -> Profile:
+    why = _not_a_profile(data, source)
+    if why:
+        raise ProfileError(why)
     if "version" not in data:
         raise ProfileError(f"{source}: field 'version': missing (this atomsim reads profile versions {list(SUPPORTED_VERSIONS)})")
     if data["version"] not in SUPPORTED_VERSIONS:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError, valid_names
 from .names import BACKENDS, MODELS, POLICIES, PRESETS, TASKS
@@ -26,10 +26,26 @@ from .validation import read_mapping, validate
 GB = 1e9
 MB = 1e6
 CATALOG = Path(__file__).resolve().parent.parent / "data" / "devices.yaml"
+# clips x requests of one scenario: a plan holds a few steps per clip and request, the simulator
+# takes ~1 ms per clip; beyond this bound the plan alone would not fit in a phone's RAM
+MAX_PLAN_CLIPS = 100_000
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, v, info):
+        """YAML `clips: true` is a bool, which pydantic would read as 1: refuse it."""
+        if isinstance(v, bool) and "bool" not in str(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected {_kind(cls.model_fields[info.field_name].annotation)}, got a boolean")
+        return v
+
+
+def _kind(annotation) -> str:
+    text = str(annotation)
+    return "a number" if ("int" in text or "float" in text) else "a value of type " + text.replace("typing.", "")
 
 
 class Device(Strict):
@@ -53,10 +69,16 @@ class Device(Strict):
         if isinstance(data, dict):
             data = dict(data)
             if "ram_gb" in data:
-                data["ram_bytes"] = int(float(data.pop("ram_gb")) * GB)
+                data["ram_bytes"] = int(_number(data.pop("ram_gb"), "ram_gb", "GB") * GB)
             if "storage_read_mb_s" in data:
-                data["storage_read_bytes_per_s"] = float(data.pop("storage_read_mb_s")) * MB
+                data["storage_read_bytes_per_s"] = _number(data.pop("storage_read_mb_s"), "storage_read_mb_s", "MB/s") * MB
         return data
+
+
+def _number(value, field: str, unit: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{field}: expected a number of {unit}, got {value!r}")
+    return float(value)
 
 
 class Video(Strict):
@@ -84,10 +106,15 @@ class Workload(Strict):
     requests: int | list[str] | list[list[str]] = 1
     think_s: float = Field(default=0.0, ge=0)
 
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v):
+        if v not in TASKS:
+            raise ValueError(valid_names("task", v, TASKS))
+        return v
+
     @model_validator(mode="after")
     def _check(self):
-        if self.task not in TASKS:
-            raise ValueError(valid_names("task", self.task, TASKS))
         r = self.requests
         if isinstance(r, bool) or (isinstance(r, int) and r < 1):
             raise ValueError("requests: a count of at least 1, or a non-empty list")
@@ -99,6 +126,11 @@ class Workload(Strict):
                 if want_lists != isinstance(item, list) or (isinstance(item, list) and not item) or not item:
                     kind = "a non-empty list of queries" if want_lists else "a non-empty prompt"
                     raise ValueError(f"requests[{i}]: expected {kind} for task {self.task!r}")
+        n = self.clip_count() * self.request_count()
+        if n > MAX_PLAN_CLIPS:
+            raise ValueError(f"{'clips' if self.clips is not None else 'videos'}: {self.clip_count()} clips x "
+                             f"{self.request_count()} requests is above the bound of {MAX_PLAN_CLIPS} "
+                             "(a plan that large could not be built or run)")
         return self
 
     def request_count(self) -> int:
@@ -138,13 +170,14 @@ class Models(Strict):
     @model_validator(mode="after")
     def _check(self):
         if self.preset not in PRESETS:
-            raise ValueError(valid_names("preset", self.preset, PRESETS))
-        for q in [self.quant, *self.quant_by_model.values()]:
-            if q not in BACKENDS:
-                raise ValueError(valid_names("quantization backend", q, BACKENDS))
-        for m in self.quant_by_model:
+            raise ValueError("preset: " + valid_names("preset", self.preset, PRESETS))
+        if self.quant not in BACKENDS:
+            raise ValueError("quant: " + valid_names("quantization backend", self.quant, BACKENDS))
+        for m, q in self.quant_by_model.items():
             if m not in MODELS:
-                raise ValueError(valid_names("model", m, MODELS))
+                raise ValueError("quant_by_model: " + valid_names("model", m, MODELS))
+            if q not in BACKENDS:
+                raise ValueError(f"quant_by_model.{m}: " + valid_names("quantization backend", q, BACKENDS))
         return self
 
     def quant_of(self, model: str) -> str:
@@ -171,11 +204,12 @@ class Scenario(Strict):
     # loads is cached, as far as free RAM allows). Used by the simulator.
     page_cache: Literal["cold", "warm"] = "cold"
 
-    @model_validator(mode="after")
-    def _check(self):
-        if self.policy not in POLICIES:
-            raise ValueError(valid_names("policy", self.policy, POLICIES))
-        return self
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v):
+        if v not in POLICIES:
+            raise ValueError(valid_names("policy", v, POLICIES))
+        return v
 
     def with_changes(self, **changes) -> "Scenario":
         """A copy with dotted-path changes (`workload.clips=10`), validated again."""
