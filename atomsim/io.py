@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -28,6 +30,44 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temporary directory beside `path`; when the block succeeds, it replaces `path` as a
+    unit (an earlier `path` is removed), with Ctrl-C held back during the swap. Leftovers of a
+    killed run (`.NAME.atomsim-*` beside `path`) are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.atomsim-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.atomsim-new-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.parent / f".{path.name}.atomsim-old-{os.getpid()}"
+    with _sigint_held():
+        if path.exists():
+            os.rename(path, old)
+        os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Delay SIGINT until the block ends (it is then raised as usual)."""
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    except (AttributeError, ValueError, OSError):   # pragma: no cover - no POSIX signal masks
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _read_umask() -> int:
@@ -66,18 +106,31 @@ def atomic_write_json(path, obj) -> None:
 
 def check_writable_dir(path) -> Path:
     """Fail before any work when an output directory cannot be created or written."""
+    if str(path) == "":
+        raise OutputError("output directory '': empty (give a directory, e.g. --out out/run)")
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output directory {str(path)!r}: exists and is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output directory {str(path)!r}: {e.strerror or e}") from e
+    try:
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".atomsim-probe-", delete=True)
         probe.close()
     except OSError as e:
-        raise OutputError(f"cannot write to output directory {str(path)!r}: {e.strerror or e}") from e
+        raise OutputError(f"cannot create files in output directory {str(path)!r}: {e.strerror or e}") from e
     return path
 
 
 def check_writable_file(path) -> Path:
-    """Fail before any work when an output file's directory cannot be written."""
+    """Fail before any work when an output file cannot be written (it is a directory, its
+    directory cannot be written)."""
+    if str(path) == "":
+        raise OutputError("output file '': empty (give a file name, e.g. --out out/profile.json)")
     path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"output file {str(path)!r}: is a directory (give a file name inside it, "
+                          f"e.g. {str(path / 'profile.json')!r})")
     check_writable_dir(path.parent if str(path.parent) else Path("."))
     return path

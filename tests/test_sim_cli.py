@@ -40,8 +40,10 @@ def test_simulate_is_byte_identical_twice(tmp_path):
 def test_simulate_oom_scenario(tmp_path, capsys):
     rc = main(["simulate", str(PAPER / "assembly-pixel_5a-baseline-resident.yaml"), "--policy", "baseline-resident",
                "--policy", "reuse-parallel", "--out", str(tmp_path), "--no-png"])
-    out = capsys.readouterr().out
-    assert rc == 0
+    cap = capsys.readouterr()
+    out = cap.out
+    assert rc == 3   # EXIT_OOM: the result includes out-of-memory
+    assert "out of memory: baseline-resident" in cap.err
     assert "yes at" in out and "load:script-lm" in out
     s = json.loads((tmp_path / "baseline-resident" / "summary.json").read_text())
     assert s["oom"] and s["oom_event"]["step"] == "load:script-lm"

@@ -8,6 +8,8 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 DEMO_PROFILE = DATA / "paper-pixel_5a.json"
 DEMO_POLICIES = ("reload", "reuse-parallel")
 DEMO_TASKS = ("assembly", "retrieval")
+PROGRESS_CLIPS = 2000   # plans of at least this many clips x requests show a progress bar (~2 s per policy)
+OUTPUT_FILES = ("summary.json", "trace.json", "timeline.png")
 
 
 def register(sub) -> None:
@@ -21,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--clips", type=int, metavar="N", help="override the clip count")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--no-png", action="store_true", help="skip timeline.png")
+    p.add_argument("--allow-profile-mismatch", action="store_true",
+                   help="simulate even with a profile of another preset than the scenario's")
     p.set_defaults(func=cmd_simulate)
 
     d = sub.add_parser("demo", help="the paper's assembly and retrieval on the published Pixel 5a profile",
@@ -42,13 +46,58 @@ def _policies(requested, scenario_policy: str) -> list[str]:
 
 
 def run_policies(scenario, profile, policies, clips, out: Path | None, png: bool = True) -> dict:
-    """Simulate each policy; write results under out/<policy>; return {policy: SimResult}."""
+    """Simulate each policy; write results under out/<policy>, each policy's files replaced as a
+    unit (an interruption leaves the earlier set or the new one, never a mix); return {policy: SimResult}."""
+    from tqdm import tqdm
+
+    from ..io import atomic_dir
     from . import simulate, write_result
-    results = {p: simulate(scenario, profile, p, clips) for p in policies}
+    n = (clips or scenario.workload.clip_count()) * scenario.workload.request_count()
+    results = {}
+    with tqdm(policies, unit="policy", file=sys.stderr, disable=n < PROGRESS_CLIPS, leave=False,
+              dynamic_ncols=True) as bar:
+        for p in bar:
+            bar.set_description(f"simulating {p} ({n} clips)")
+            results[p] = simulate(scenario, profile, p, clips)
     if out is not None:
         for p, res in results.items():
-            write_result(res, out / p, png=png)
+            with atomic_dir(out / p) as tmp:
+                write_result(res, tmp, png=png)
     return results
+
+
+def _check_profile(scenario, profile, prof_path, policies, clips, scenario_path) -> None:
+    """The profile must describe the scenario's preset and every module its plans load."""
+    from ..plan import make_plan
+    from ..schema.profile import check_profile_fits
+    keys = {ref.key for p in policies for ref in make_plan(scenario, p, 1).instances.values()}
+    check_profile_fits(profile, prof_path, scenario.models.preset, keys, scenario_path)
+
+
+def _check_clips(scenario, clips) -> None:
+    from ..errors import ConfigError
+    from ..schema.scenario import MAX_PLAN_CLIPS
+    if clips is None:
+        return
+    if clips < 1:
+        raise ConfigError(f"--clips: must be at least 1, got {clips}")
+    if clips * scenario.workload.request_count() > MAX_PLAN_CLIPS:
+        raise ConfigError(f"--clips: {clips} clips x {scenario.workload.request_count()} requests is above "
+                          f"the bound of {MAX_PLAN_CLIPS} (a plan that large could not be built or run)")
+
+
+def _notes(scenario, clips, out: Path, policies) -> list[str]:
+    """What the user may not expect: top_k above the clip count, other policies' folders in DIR."""
+    notes = []
+    n = clips or scenario.workload.clip_count()
+    if scenario.workload.task == "assembly" and scenario.workload.top_k > n:
+        notes.append(f"note: top_k {scenario.workload.top_k} is above the clip count {n}: every clip is chosen")
+    older = sorted(d.name for d in out.iterdir()
+                   if d.is_dir() and not d.name.startswith(".") and d.name not in policies
+                   and (d / "summary.json").exists())
+    if older:
+        notes.append(f"note: {out} also holds earlier results of {', '.join(older)} (not simulated this time)")
+    return notes
 
 
 def table(results: dict, reference=None) -> str:
@@ -78,18 +127,20 @@ def reduction_text(e2e: float, ref: float) -> str:
 
 
 def cmd_simulate(args) -> int:
-    from ..errors import ConfigError
+    """Exit 0, or 3 (EXIT_OOM) when a policy ran out of memory."""
+    from ..errors import EXIT_OK, EXIT_OOM, ConfigError
     from ..io import check_writable_dir
     from ..schema.profile import load_profile
     from ..schema.scenario import load_scenario
     scenario = load_scenario(args.scenario)
-    if args.clips is not None and args.clips < 1:
-        raise ConfigError(f"--clips: must be at least 1, got {args.clips}")
+    _check_clips(scenario, args.clips)
     policies = _policies(args.policy, scenario.policy)
     prof_path = args.profile or scenario.profile
     if not prof_path:
         raise ConfigError(f"{args.scenario}: field 'profile': missing (or pass --profile FILE)")
     profile = load_profile(prof_path)
+    if not args.allow_profile_mismatch:
+        _check_profile(scenario, profile, prof_path, policies, args.clips, args.scenario)
     out = check_writable_dir(args.out)
     results = run_policies(scenario, profile, policies, args.clips, out, png=not args.no_png)
     ref = results.get("reload")
@@ -101,7 +152,13 @@ def cmd_simulate(args) -> int:
           f"profile {Path(prof_path).name} ({profile.source})")
     print(table(results, ref))
     print(f"wrote {out}/<policy>/{{summary.json,trace.json{'' if args.no_png else ',timeline.png'}}}")
-    return 0
+    for note in _notes(scenario, args.clips, out, policies):
+        print(note, file=sys.stderr)
+    oom = [p for p, r in results.items() if r.summary["oom"]]
+    if oom:
+        print(f"out of memory: {', '.join(oom)} (exit status {EXIT_OOM})", file=sys.stderr)
+        return EXIT_OOM
+    return EXIT_OK
 
 
 def demo_scenarios():
