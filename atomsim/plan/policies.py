@@ -1,5 +1,14 @@
 """The policies (DESIGN.md, paper fig. 2). Each is one function: scenario, clip count -> Plan.
 
+Every policy shares two things:
+- clips streamed: `decode:i` (lane `video`) decodes clip i's frames ahead of the encoder, at
+  most `queue_size` clips of frames resident (decode:i waits for encode:i-q, which releases
+  clip i-q's frames);
+- requests: the workload's requests run one after another on the same clips, each behind a
+  `wait` step of `think_s` (`r<k>/` prefixes the step ids of request k >= 1). Each request runs
+  the whole pipeline (decode, encode, caption, ...); `reload` loads and frees per request
+  ("each prompt restarts the model-loading cycle"), the other policies load once and keep.
+
 - reload: one stage at a time; a stage's modules are loaded before it and freed after it;
   separate models for captions (the baseline's BERT decoder, with the video encoder) and for
   scripts (a separate Llama). Paper fig. 2a.
@@ -32,16 +41,28 @@ class Builder:
         self.instances = {role: ModuleRef(model, scenario.models.quant_of(model)) for role, model in roles.items()}
         self.steps: list[Step] = []
         self.last: dict[str, str] = {}
+        self.r = 0          # the request whose steps are being added
+
+    def id(self, name: str) -> str:
+        """The step id of `name` in the current request."""
+        return name if self.r == 0 else f"r{self.r}/{name}"
+
+    def text(self):
+        """The current request's prompt (or query list for retrieval)."""
+        return self.w.request_texts(self.r)
 
     def threads(self, lane: str) -> int:
         return getattr(self.sc.threads, lane)
 
-    def add(self, id, kind, stage, lane="main", instance=None, op=None, clip=None, deps=(), **args) -> str:
-        threads = 1 if kind != "run" else self.threads(lane)
-        self.steps.append(Step(id=id, kind=kind, stage=stage, lane=lane, instance=instance, op=op, clip=clip,
-                               deps=tuple(dict.fromkeys(d for d in deps if d)), threads=threads, args=args))
-        self.last[lane] = id
-        return id
+    def add(self, name, kind, stage, lane="main", instance=None, op=None, clip=None, deps=(), **args) -> str:
+        """Append a step of the current request; `name` and `deps` are ids (see `id`)."""
+        threads = 1 if kind != "run" or lane == "video" else self.threads(lane)
+        sid = self.id(name)
+        self.steps.append(Step(id=sid, kind=kind, stage=stage, lane=lane, instance=instance, op=op, clip=clip,
+                               deps=tuple(dict.fromkeys(d for d in deps if d)), threads=threads, args=args,
+                               request=self.r))
+        self.last[lane] = sid
+        return sid
 
     def load(self, role, lane="main", deps=()):
         return self.add(f"load:{role}", "load", "load", lane, instance=role, deps=deps)
@@ -49,13 +70,34 @@ class Builder:
     def free(self, role, lane="main", deps=()):
         return self.add(f"free:{role}", "free", "free", lane, instance=role, deps=deps)
 
-    def encode(self, i, lane="main", deps=()):
-        return self.add(f"encode:{i}", "run", "encode", lane, "video-encoder", "encode", i, deps,
+    def decode(self, i, deps=()):
+        """Clip i's frames, decoded ahead of the encoder: at most queue_size clips in flight."""
+        q = self.w.queue_size
+        return self.add(f"decode:{i}", "run", "decode", "video", op="decode", clip=i,
+                        deps=(self.id(f"encode:{i - q}") if i >= q else None, *deps),
                         frames=self.w.frames_per_clip, frame_size=self.w.frame_size)
 
+    def encode(self, i, lane="main", deps=()):
+        return self.add(f"encode:{i}", "run", "encode", lane, "video-encoder", "encode", i,
+                        (self.id(f"decode:{i}"), *deps), frames=self.w.frames_per_clip, frame_size=self.w.frame_size)
+
     def caption(self, i, role, lane="main", deps=()):
-        return self.add(f"caption:{i}", "run", "caption", lane, role, "caption", i, (f"encode:{i}", *deps),
+        return self.add(f"caption:{i}", "run", "caption", lane, role, "caption", i, (self.id(f"encode:{i}"), *deps),
                         beam=self.w.beam, tokens=self.w.caption_tokens)
+
+    def requests(self):
+        """Iterate over the workload's requests; from the second on, a `wait` of think_s first,
+        after the previous request's last step (so a request starts when the one before ended)."""
+        for r in range(self.w.request_count()):
+            if r:
+                prev = self.steps[-1].id
+                self.r = r
+                self.add("request", "wait", "think", "main", deps=(prev,), seconds=self.w.think_s)
+            yield r
+
+    def start(self) -> str | None:
+        """The step the current request's first steps wait for (its `wait`, None for the first)."""
+        return self.id("request") if self.r else None
 
     def plan(self) -> Plan:
         workload = self.w.model_dump(mode="json")
@@ -67,17 +109,27 @@ def prompt_tokens(b: Builder, captions: int, text: str) -> int:
     return TEMPLATE_TOKENS + int(len(text.split()) * 1.3) + captions * b.w.caption_tokens
 
 
+def clips(b: Builder, encode_lane: str, caption_role: str, caption_lane: str, queue: int | None = None) -> None:
+    """decode, encode and caption every clip; with `queue`, encode i waits for caption i-queue
+    (the bounded queue of clip features between the parallel lanes)."""
+    for i in range(b.n):
+        b.decode(i, deps=(b.start(),) if i == 0 else ())   # later clips follow on the video lane
+        wait = (b.id(f"caption:{i - queue}"),) if queue and i >= queue else ()
+        b.encode(i, encode_lane, deps=wait)
+        b.caption(i, caption_role, caption_lane)
+
+
 def tail(b: Builder, lm: str, before_index=(), after_index=(), before_lm=(), after_lm=(),
          lm_lane="main", deps=()) -> None:
     """The stages after captioning, per task. `before_*`/`after_*` add loads and frees (reload)."""
     w = b.w
-    captions = [f"caption:{i}" for i in range(b.n)]
+    captions = [b.id(f"caption:{i}") for i in range(b.n)]
     if w.task in ("retrieval", "assembly", "qa"):
         for fn in before_index:
             fn()
         b.add("index", "run", "index", "main", "sentence-encoder", "embed", deps=(*captions, *deps), items=b.n)
         what = {"retrieval": "queries", "assembly": "prompt", "qa": "question"}[w.task]
-        n_texts = len(w.queries) if w.task == "retrieval" else 1
+        n_texts = len(b.text()) if w.task == "retrieval" else 1
         b.add(f"embed-{what}", "run", "index", "main", "sentence-encoder", "embed", items=n_texts)
         b.add("rank", "run", "rank", "main", op="rank", items=b.n)
         for fn in after_index:
@@ -89,11 +141,11 @@ def tail(b: Builder, lm: str, before_index=(), after_index=(), before_lm=(), aft
     for fn in before_lm:
         fn()
     b.add(name, "run", "script", lm_lane, lm, "generate", deps=(*captions, b.last.get("main"), *deps),
-          prompt_tokens=prompt_tokens(b, n_caps, w.prompt), tokens=w.script_tokens)
+          prompt_tokens=prompt_tokens(b, n_caps, b.text()), tokens=w.script_tokens)
     for fn in after_lm:
         fn()
     if w.task == "assembly":
-        b.add("assemble", "run", "assemble", "main", op="assemble", deps=(name,), items=k)
+        b.add("assemble", "run", "assemble", "main", op="assemble", deps=(b.id(name),), items=k)
 
 
 def needs_text_encoder(sc: Scenario) -> bool:
@@ -107,28 +159,27 @@ def roles_for(sc: Scenario, roles: dict[str, str]) -> dict[str, str]:
 
 
 def reload(sc: Scenario, n: int) -> Plan:
-    b = Builder(sc, n, roles_for(sc, BASELINE_ROLES), ("main",))
-    b.load("video-encoder")
-    b.load("caption-decoder")
-    for i in range(n):
-        b.encode(i)
-        b.caption(i, "caption-decoder")
-    b.free("video-encoder")
-    b.free("caption-decoder")
-    tail(b, "script-lm",
-         before_index=[lambda: b.load("sentence-encoder")], after_index=[lambda: b.free("sentence-encoder")],
-         before_lm=[lambda: b.load("script-lm")], after_lm=[lambda: b.free("script-lm")])
+    b = Builder(sc, n, roles_for(sc, BASELINE_ROLES), ("main", "video"))
+    for _ in b.requests():
+        b.load("video-encoder", deps=(b.start(),))
+        b.load("caption-decoder")
+        clips(b, "main", "caption-decoder", "main")
+        b.free("video-encoder")
+        b.free("caption-decoder")
+        tail(b, "script-lm",
+             before_index=[lambda: b.load("sentence-encoder")], after_index=[lambda: b.free("sentence-encoder")],
+             before_lm=[lambda: b.load("script-lm")], after_lm=[lambda: b.free("script-lm")])
     return b.plan()
 
 
 def _resident(sc: Scenario, n: int, roles: dict[str, str], caption_role: str, lm_role: str) -> Plan:
-    b = Builder(sc, n, roles_for(sc, roles), ("main",))
+    b = Builder(sc, n, roles_for(sc, roles), ("main", "video"))
     for role in b.instances:
         b.load(role)
-    for i in range(n):
-        b.encode(i)
-        b.caption(i, caption_role)
-    tail(b, lm_role)
+    for _ in b.requests():
+        clips(b, "main", caption_role, "main")
+        tail(b, lm_role)
+    b.r = 0
     for role in b.instances:
         b.free(role)
     return b.plan()
@@ -143,8 +194,7 @@ def baseline_resident(sc: Scenario, n: int) -> Plan:
 
 
 def reuse_parallel(sc: Scenario, n: int) -> Plan:
-    b = Builder(sc, n, roles_for(sc, REUSE_ROLES), ("main", "encoder", "decoder"))
-    q = sc.workload.queue_size
+    b = Builder(sc, n, roles_for(sc, REUSE_ROLES), ("main", "video", "encoder", "decoder"))
     # Loads one after another (one storage device; the runner loads one module at a time, and
     # the paper's reuse loading time is the sum of the modules'), but the encoder starts on
     # clip 0 as soon as it is loaded, while the decoder is still loading.
@@ -152,12 +202,12 @@ def reuse_parallel(sc: Scenario, n: int) -> Plan:
     prev = b.load("decoder", "decoder", deps=(prev,))
     if needs_text_encoder(sc):
         b.load("sentence-encoder", "main", deps=(prev,))
-    for i in range(n):
+    for _ in b.requests():
         # bounded queue: clip i's features wait for room, i.e. caption i-q has finished
-        b.encode(i, "encoder", deps=(f"caption:{i - q}",) if i >= q else ())
-        b.caption(i, "decoder", "decoder")
-    tail(b, "decoder", lm_lane="decoder")
+        clips(b, "encoder", "decoder", "decoder", queue=sc.workload.queue_size)
+        tail(b, "decoder", lm_lane="decoder")
     last = b.steps[-1].id
+    b.r = 0
     for role in b.instances:
         b.free(role, "main", deps=(last,))
     return b.plan()

@@ -1,4 +1,6 @@
-"""Plan: what a policy makes of a workload. A DAG of `load`, `run`, `free` steps on lanes.
+"""Plan: what a policy makes of a workload. A DAG of `load`, `run`, `free`, `wait` steps on lanes.
+
+A `wait` step (between requests) takes `args.seconds` of wall time and no CPU.
 
 The simulator and the runner both execute plans; neither knows about tasks or policies.
 A step starts when its deps are done and every earlier step of its lane has started and finished
@@ -26,12 +28,13 @@ class ModuleRef:
 @dataclass(frozen=True)
 class Step:
     id: str
-    kind: str                     # load | run | free
-    stage: str                    # load, encode, caption, index, rank, script, assemble, free
-    lane: str                     # main | encoder | decoder
+    kind: str                     # load | run | free | wait
+    stage: str                    # load, decode, encode, caption, index, rank, script, assemble, free, think
+    lane: str                     # main | video | encoder | decoder
     instance: str | None = None   # role in Plan.instances; None for module-less ops
-    op: str | None = None         # run steps: encode, caption, generate, embed, rank, assemble
+    op: str | None = None         # run steps: decode, encode, caption, generate, embed, rank, assemble
     clip: int | None = None
+    request: int = 0              # which request of the workload (0 for the first)
     deps: tuple[str, ...] = ()
     threads: int = 1
     args: dict = field(default_factory=dict)   # items, tokens, beam, prompt_tokens, frames, frame_size

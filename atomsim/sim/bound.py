@@ -47,6 +47,8 @@ def lower_bound(plan: Plan, profile: Profile, device: Device, warm_start: bool =
             seen_modules.add(ref.key)
             fastest[s.id] = t
             core_s += warm_s
+        elif s.kind == "wait":
+            fastest[s.id] = float(s.args.get("seconds", 0.0))
         else:
             m = profile.modules[plan.instances[s.instance].key] if s.instance else None
             free_s = m.free_s.median if m is not None and m.free_s is not None else 0.0

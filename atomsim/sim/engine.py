@@ -10,12 +10,13 @@ done and the lane is free.
   activations while it runs; when it returns, its `heap_retained_bytes` (freed memory the
   allocator keeps, measured) stay counted as activations until the next load or free trims the
   heap, and serve the op's next call first (the next call adds only what exceeds them).
-- clip frames: the runner decodes every clip before the first step, so the frames of all clips
-  (the encode op's `input_bytes` each) are inputs from the start; when `encode:i` returns, clip
-  i's frames are released, and the allocator keeps them (counted as activations) until the
-  next load or free trims the heap, as it keeps an op's heap.
-- module-less run step (`rank`, `assemble`): `profile.pipeline_ops_s[op]` seconds (0 if absent),
-  scaled by items the same way when `pipeline_ops_items[op]` is given; 1 thread.
+- clip frames (streamed): `decode:i` makes clip i's frames (the encode op's `input_bytes`)
+  inputs when it starts, taking first what the allocator kept of released frames; when
+  `encode:i` returns, clip i's frames are released, and the allocator keeps them (counted as
+  activations) until the next decode reuses them or a load or free trims the heap.
+- module-less run step (`decode`, `rank`, `assemble`): `profile.pipeline_ops_s[op]` seconds (0 if
+  absent), scaled by items the same way when `pipeline_ops_items[op]` is given; 1 thread.
+- wait step (between requests): `args.seconds` of wall time, no CPU.
 - load step: weights (`resident_bytes`, counted from the start: the load's high-water mark) and
   `load.temporaries_bytes()` (the RSS high-water figure where measured, else the high end of
   `load.transient_bytes`) as load temporaries until it ends. Cold (file not in the
@@ -26,7 +27,8 @@ done and the lane is free.
 - free step: takes the profile's `free_s` of one thread (0 if absent), then returns the weights; the file stays in the page cache while free RAM allows.
 - Loads and frees end with a heap trim (as `models.load` and `Module.free` call malloc_trim):
   the heap kept by ops that are not running is returned.
-- Out of memory: the run stops at that moment (`OutOfMemory`).
+- Out of memory: the run stops at that moment (`OutOfMemory`). What counts against the RAM
+  limit is `memory.py`'s charge (process memory less the runtime's shared-library pages).
 """
 from __future__ import annotations
 
@@ -91,6 +93,14 @@ def check_profile(profile: Profile, plan: Plan) -> None:
                 raise ProfileError(f"plan {plan.policy} step {s.id!r} needs module {ref.key!r}: {e}") from None
 
 
+def uncharged_baseline(profile: Profile) -> int:
+    """Bytes of the runtime baseline that a RAM limit does not charge: its file pages (shared
+    libraries, read first by other processes and given back under pressure), where the profile
+    measured the split (`baseline_anon_bytes`); else 0 (the whole RSS counts)."""
+    anon = profile.baseline_anon_bytes
+    return max(0, profile.baseline_rss_bytes - anon) if anon is not None else 0
+
+
 def same_storage(profile: Profile, device: Device) -> bool:
     """Does `device` read from the storage the profile's cold loads were measured on? Yes for the
     profile's own device, and for `host` (this machine) with a measured profile."""
@@ -111,14 +121,15 @@ class Engine:
         self.trace = Trace.for_plan(plan, "simulated", **(trace_meta or {}))
         self.cpu = Cpu(self.env, device.cores, profile.corun_slowdown if profile.corun else None)
         self.storage = Storage(self.env)
-        self.mem = Memory(device.ram_bytes, profile.baseline_rss_bytes, self.trace, lambda: self.env.now)
+        self.mem = Memory(device.ram_bytes, profile.baseline_rss_bytes, self.trace, lambda: self.env.now,
+                          uncharged_bytes=uncharged_baseline(profile))
         self.same_storage = same_storage(profile, device)
         self.loads: list[dict] = []
         self.held: dict[str, int] = {}      # op -> heap the allocator kept after it (until a trim)
         self.running: dict[str, str | None] = {}   # step id -> op key, for ops running now
         self.oom_event: dict | None = None
-        # encode step -> bytes of its clip's decoded frames (alive from the start until it returns)
-        self.frames = {s.id: profile.modules[plan.instances[s.instance].key].ops[s.op].input_bytes
+        # (request, clip) -> bytes of the clip's decoded frames (from its decode until its encode returns)
+        self.frames = {(s.request, s.clip): profile.modules[plan.instances[s.instance].key].ops[s.op].input_bytes
                        for s in plan.steps if s.kind == "run" and s.op == "encode" and s.instance is not None}
         self.done = {s.id: self.env.event() for s in plan.steps}
         self.curves = {s.id: op_curve(profile, plan, s) for s in plan.steps if s.kind == "run"}
@@ -132,11 +143,6 @@ class Engine:
         for s in self.plan.steps:
             by_lane[s.lane].append(s)
         self.stop = self.env.event()
-        try:   # the clips, decoded before the first step
-            self.mem.change("decode", inputs=sum(self.frames.values()))
-        except OutOfMemory as e:
-            self.oom_event = e.event
-            return self
         for lane in self.plan.lanes:
             self.env.process(self._lane(by_lane[lane]))
         all_done = self.env.all_of(list(self.done.values()))
@@ -160,8 +166,12 @@ class Engine:
             self.done[s.id].succeed()
 
     def _execute(self, s: Step):
-        if s.kind == "run":
+        if s.kind == "run" and s.op == "decode":
+            yield from self._decode(s)
+        elif s.kind == "run":
             yield from self._run(s)
+        elif s.kind == "wait":
+            yield self.env.timeout(float(s.args.get("seconds", 0.0)))
         elif s.kind == "load":
             yield from self._load(s)
         elif s.kind == "free":
@@ -178,6 +188,16 @@ class Engine:
         ref = self.plan.instances[s.instance]
         return self.profile.modules[ref.key]
 
+    def _decode(self, s: Step):
+        """Clip frames become inputs; released frames the allocator kept serve them first."""
+        nbytes = self.frames.get((s.request, s.clip), 0)
+        reuse = min(self.held.get(FRAMES, 0), nbytes)
+        if reuse:
+            self.held[FRAMES] -= reuse
+        self.mem.change(s.id, inputs=nbytes, activations=-reuse)
+        curve, key = self.curves[s.id]
+        yield self.cpu.run(s.id, 1, curve, key)
+
     def _run(self, s: Step):
         curve, key = self.curves[s.id]
         inputs = acts = kept = 0
@@ -186,7 +206,7 @@ class Engine:
             ref = self.plan.instances[s.instance]
             op = self.profile.modules[ref.key].ops[s.op]
             op_key = f"{ref.key}:{s.op}"
-            inputs = 0 if s.id in self.frames else op.input_bytes   # frames: counted from the start
+            inputs = 0 if s.op == "encode" else op.input_bytes   # frames: counted from their decode
             kept = min(op.heap_retained_bytes or 0, op.activation_peak_bytes)
             # the heap this op kept from its last call (until a trim) serves this call first
             acts = max(0, op.activation_peak_bytes - self.held.get(op_key, 0))
@@ -198,7 +218,7 @@ class Engine:
         grow = max(0, kept - self.held.get(op_key, 0)) if op_key else 0
         if grow:
             self.held[op_key] = self.held.get(op_key, 0) + grow
-        frames = self.frames.get(s.id, 0)   # released, kept by the allocator until a trim
+        frames = self.frames.get((s.request, s.clip), 0) if s.op == "encode" else 0   # released, kept until a trim
         if frames:
             self.held[FRAMES] = self.held.get(FRAMES, 0) + frames
         if inputs or acts or grow or frames:
@@ -218,7 +238,8 @@ class Engine:
         m = self.profile.modules[ref.key]
         transient = m.load.temporaries_bytes()
         warm = self.mem.cache.has(ref.key)
-        self.loads.append({"step": s.id, "module": ref.key, "t_s": self.env.now, "warm": warm})
+        self.loads.append({"step": s.id, "module": ref.key, "request": s.request, "t_s": self.env.now,
+                           "warm": warm, "read_bytes": 0 if warm else m.file_bytes})
         self.mem.change(s.id, weights=m.resident_bytes, load_temporaries=transient)
         warm_s = m.load.warm_s.median
         if not warm:

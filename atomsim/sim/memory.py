@@ -1,9 +1,12 @@
 """RAM accounting (process memory by category, against the device's limit) and the page cache.
 
-Process memory = baseline RSS + weights + inputs + activations + load temporaries. The page
-cache holds weight files that were read; it is not process memory, but it only keeps files while
-free RAM (device RAM - process memory) allows: as the process grows, the least recently used
-files are evicted first.
+Process memory = baseline RSS + weights + inputs + activations + load temporaries. What the RAM
+limit charges (the memory the app cannot give back, as a memory cgroup counts it) is process
+memory less `uncharged_bytes`: the runtime's shared-library pages, which are file pages that the
+kernel takes back under pressure (docs/fidelity-ram.md). Out of memory: the charge exceeds the
+limit. The page cache holds weight files that were read; it is not process memory, but it only
+keeps files while free RAM (device RAM - process memory) allows: as the process grows, the least
+recently used files are evicted first.
 """
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ class OutOfMemory(Exception):
 
 
 class Memory:
-    def __init__(self, limit_bytes: int, baseline_bytes: int, trace=None, clock=None):
+    def __init__(self, limit_bytes: int, baseline_bytes: int, trace=None, clock=None, uncharged_bytes: int = 0):
         self.limit = int(limit_bytes)
+        self.uncharged = int(uncharged_bytes)
         self.by = {k: 0 for k in BREAKDOWN}
         self.by["baseline"] = int(baseline_bytes)
         self.trace = trace
@@ -34,6 +38,10 @@ class Memory:
     def total(self) -> int:
         return sum(self.by.values())
 
+    @property
+    def charged(self) -> int:
+        return self.total - self.uncharged
+
     def change(self, step: str, **delta: int) -> None:
         """Apply byte changes by category; record a counter sample; raise OutOfMemory past the limit."""
         for k, v in delta.items():
@@ -41,9 +49,9 @@ class Memory:
             if self.by[k] < 0:  # a bookkeeping bug, never a modelling outcome
                 raise AssertionError(f"negative {k} memory after {step}")
         self._record()
-        if self.total > self.limit:
+        if self.charged > self.limit:
             raise OutOfMemory({"t_s": self.clock(), "step": step, "breakdown_bytes": dict(self.by),
-                               "total_bytes": self.total, "limit_bytes": self.limit})
+                               "total_bytes": self.total, "charged_bytes": self.charged, "limit_bytes": self.limit})
         self.cache.fit()
 
     def _record(self) -> None:
