@@ -21,7 +21,7 @@ def _csv(kind):
 def register(subparsers) -> None:
     p = subparsers.add_parser("profile", help="measure load, op and memory costs of a preset's modules on this device",
                               description="Measure every module of a preset under each backend into a profile "
-                              "(JSON). Subcommands: show FILE, compare A B" + (", project ..." if _project() else "") + ".")
+                              "(JSON). Subcommands: show FILE, compare A B, export FILE --pyperf OUT" + (", project ..." if _project() else "") + ".")
     p.add_argument("--preset", help="tiny | small | paper")
     p.add_argument("--model", action="append", dest="models", metavar="M", help="module to profile (repeat; default all)")
     p.add_argument("--quant", action="append", dest="quants", metavar="Q",
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true", help="ignore <out>.partial.json")
     p.add_argument("--out", help="output profile (JSON)")
     p.set_defaults(func=run_profile)
-    sub = p.add_subparsers(dest="profile_command", metavar="{show,compare" + (",project" if _project() else "") + "}")
+    sub = p.add_subparsers(dest="profile_command", metavar="{show,compare,export" + (",project" if _project() else "") + "}")
     sub.required = False
     s = sub.add_parser("show", help="print a profile as a table")
     s.add_argument("file")
@@ -56,6 +56,11 @@ def register(subparsers) -> None:
     c.add_argument("a")
     c.add_argument("b")
     c.set_defaults(func=run_compare)
+    e = sub.add_parser("export", help="write a profile's sample series for other tools (pyperf)")
+    e.add_argument("file")
+    e.add_argument("--pyperf", required=True, metavar="OUT",
+                   help="pyperf JSON suite to write (python -m pyperf stats|hist|compare_to read it)")
+    e.set_defaults(func=run_export)
     proj = _project()
     if proj is not None:
         proj.register_project(sub)
@@ -128,4 +133,13 @@ def run_compare(args) -> int:
     from ..schema.profile import load_profile
     from .show import compare
     sys.stdout.write(compare(load_profile(args.a), load_profile(args.b), args.a, args.b))
+    return 0
+
+
+def run_export(args) -> int:
+    from ..schema.profile import load_profile
+    from .pyperf_io import export_pyperf
+    n, left_out = export_pyperf(load_profile(args.file), args.pyperf)
+    extra = f"; left out (value <= 0, which pyperf refuses): {', '.join(left_out)}" if left_out else ""
+    print(f"wrote {args.pyperf} ({n} pyperf benchmarks{extra})")
     return 0

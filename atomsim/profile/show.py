@@ -1,8 +1,10 @@
 """Readable text of a profile (`atomsim profile show`) and of two profiles side by side
-(`atomsim profile compare`, per-figure ratios in the manner of pyperf compare)."""
+(`atomsim profile compare`, per-figure ratios in the manner of pyperf compare; significance by
+pyperf's own t-test, as `pyperf compare_to` decides it)."""
 from __future__ import annotations
 
 from ..schema.profile import Profile, Stat
+from .pyperf_io import significant
 
 
 def mb(x) -> str:
@@ -98,8 +100,9 @@ def compare(a: Profile, b: Profile, name_a="A", name_b="B") -> str:
         if k.endswith(" s"):
             word = "same" if abs(ratio - 1) < 0.02 else (f"{ratio:.2f}x slower" if ratio > 1 else f"{1 / ratio:.2f}x faster")
             sa, sb = fa[k][1], fb[k][1]
-            if sa is not None and sb is not None and abs(sa.median - sb.median) <= max(sa.stdev, sb.stdev):
-                word += " (not significant)"
+            verdict = None if sa is None or sb is None else significant(sa, sb)
+            word += {True: " (significant)", False: " (not significant)",
+                     None: "" if sa is None or sb is None else " (untested)"}[verdict]
             fmt = lambda v: f"{v * 1e3:.2f} ms"  # noqa: E731
         elif "bytes" in k:
             word = ""
@@ -107,7 +110,8 @@ def compare(a: Profile, b: Profile, name_a="A", name_b="B") -> str:
         else:
             word, fmt = "", (lambda v: f"{v:.2f}")
         rows.append([k, fmt(va), fmt(vb), f"{ratio:.3f}", word])
-    text = table(rows)
+    text = table(rows) + ("\n\nsignificance: pyperf's two-sample t-test at 95%, as `pyperf compare_to`; "
+                          "untested where a side has one sample or the sample counts differ")
     if only:
         text += "\n\n" + "\n".join(only)
     return text + "\n"
