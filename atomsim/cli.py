@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from . import __version__
-from .errors import AtomsimError
+from .errors import EXIT_INTERRUPTED, AtomsimError
 
 # (module with register(subparsers)) in the order they appear in --help
 COMMAND_MODULES = (
     "atomsim.sim.cli",        # simulate, demo
     "atomsim.models.cli",     # models list|build
     "atomsim.profile.cli",    # profile, profile show|compare|project
+    "atomsim.profile.calibrate",  # calibrate (reference kernels for profile project --calibrate)
     "atomsim.run.cli",        # run
     "atomsim.validate.cli",   # validate
     "atomsim.report.cli",     # report memory, sweep
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("atomsim: interrupted", file=sys.stderr)
-        return 130
+        if argv is None:   # the `atomsim` command: a further Ctrl-C must not break the exit
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

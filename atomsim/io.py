@@ -49,7 +49,7 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = path.parent / f".{path.name}.atomsim-old-{os.getpid()}"
-    with _sigint_held():
+    with sigint_held():
         if path.exists():
             os.rename(path, old)
         os.rename(tmp, path)
@@ -57,7 +57,7 @@ def atomic_dir(path: str | os.PathLike):
 
 
 @contextlib.contextmanager
-def _sigint_held():
+def sigint_held():
     """Delay SIGINT until the block ends (it is then raised as usual)."""
     try:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..args import positive_int
 from ..schema.names import BACKENDS, POLICIES, PRESETS, TASKS
 
 MAIN_POLICIES = ("reload", "reuse-serial", "reuse-parallel")
@@ -25,37 +26,51 @@ def _cmd_memory(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
+    """Exit 0; 2 (EXIT_ERROR) when points failed (tables still written, reasons printed); else 3
+    (EXIT_OOM) when points ran out of memory."""
+    from collections import Counter
+
+    from ..errors import EXIT_ERROR, EXIT_OK, EXIT_OOM
     from .sweep import run_sweep
     res = run_sweep(args.study, args.out, workers=args.workers, dask=args.dask, progress=not args.no_progress,
                     chunk_size=args.chunk_size)
-    failed = sum(1 for r in res.rows if r["error"])
-    print(f"{len(res.rows)} points ({res.resumed} resumed, {failed} failed); wrote "
+    failed = [r["error"] for r in res.rows if r["error"]]
+    oom = sum(1 for r in res.rows if r["oom"])
+    print(f"{len(res.rows)} points ({res.resumed} resumed, {len(failed)} failed, {oom} out of memory); wrote "
           + ", ".join(str(f) for f in res.files))
-    return 0
+    for msg, n in Counter(failed).most_common(3):
+        print(f"  failed {n}x: {msg}", file=sys.stderr)
+    if failed:
+        return EXIT_ERROR
+    return EXIT_OOM if oom else EXIT_OK
 
 
 def register(subparsers) -> None:
     rep = subparsers.add_parser("report", help="reports: memory budget (Table 8 for any combination)")
     rsub = rep.add_subparsers(dest="report_command", metavar="REPORT")
     m = rsub.add_parser("memory", help="peak RAM, breakdown and headroom per device x preset x quant x policy")
-    m.add_argument("--devices", nargs="+", default=["pixel_5a", "pixel_8a", "galaxy_s23"], metavar="DEVICE")
-    m.add_argument("--preset", nargs="+", default=["paper"], choices=PRESETS)
-    m.add_argument("--quant", nargs="+", default=["torchao-int8"], choices=BACKENDS)
-    m.add_argument("--policies", nargs="+", default=list(MAIN_POLICIES), choices=POLICIES)
-    m.add_argument("--task", default="assembly", choices=TASKS)
-    m.add_argument("--clips", type=int, default=5)
+    m.add_argument("--devices", nargs="+", default=["pixel_5a", "pixel_8a", "galaxy_s23"], metavar="DEVICE",
+                   help="devices from the catalog (default: pixel_5a pixel_8a galaxy_s23)")
+    m.add_argument("--preset", nargs="+", default=["paper"], choices=PRESETS, help="model presets (default: paper)")
+    m.add_argument("--quant", nargs="+", default=["torchao-int8"], choices=BACKENDS,
+                   help="backends (default: torchao-int8)")
+    m.add_argument("--policies", nargs="+", default=list(MAIN_POLICIES), choices=POLICIES,
+                   help="policies (default: reload reuse-serial reuse-parallel)")
+    m.add_argument("--task", default="assembly", choices=TASKS, help="pipeline (default: assembly)")
+    m.add_argument("--clips", type=positive_int, default=5, help="clips in the workload (default 5)")
     m.add_argument("--profile", nargs="+", metavar="FILE", help="profiles to use (default: profiles/<preset>-<device>.json)")
-    m.add_argument("--out", required=True, metavar="DIR")
+    m.add_argument("--out", required=True, metavar="DIR", help="output directory (tables and plots)")
     m.set_defaults(func=_cmd_memory)
     rep.set_defaults(func=lambda a: (rep.print_help(), 1)[1])
 
     s = subparsers.add_parser("sweep", help="run a study (a grid over scenario fields): table and plots")
     s.add_argument("study", metavar="STUDY", help="study YAML (scenarios/studies/*.yaml)")
-    s.add_argument("--out", required=True, metavar="DIR")
-    s.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: points.csv, points.parquet, plots (a rerun resumes from it)")
+    s.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
     s.add_argument("--dask", default=None, metavar="ADDRESS", help="run on a Dask cluster ('local': a LocalCluster)")
-    s.add_argument("--chunk-size", type=int, default=None, help="points per task (default: automatic)")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--chunk-size", type=positive_int, default=None, help="points per task (default: automatic)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=lambda a: _cmd_sweep(_with_workers(a)))
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..io import atomic_path, atomic_write_text, check_writable_dir
+from ..io import atomic_path, atomic_write_text, check_writable_dir, sigint_held
 from .study import DEFAULT_SIMULATE, RESULT_COLUMNS, Study, load_study, run_chunk
 
 PARTIAL = "points.partial.jsonl"
@@ -61,9 +61,9 @@ def _read_partial(path: Path, fingerprint: str) -> dict[int, dict]:
     for line in lines[1:]:
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            break   # a line cut short by the interruption
-        done[row["index"]] = row
+            done[int(row["index"])] = row
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue   # a line cut short by an interruption (or torn by hand): its points run again
     return done
 
 
@@ -93,19 +93,43 @@ def _executor_map(payload, chunks, workers, dask, simulate, processes):
             yield run_chunk(payload, c, simulate)
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_ignores_sigint)
     try:
         futures = [pool.submit(run_chunk, payload, c, simulate) for c in chunks]
         for fut in as_completed(futures):
             yield fut.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:   # Ctrl-C (once or more), or a failed chunk: stop the workers now
+        with sigint_held():
+            _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _worker_ignores_sigint() -> None:
+    """Ctrl-C reaches the whole process group: the parent alone handles it (and stops the workers)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool) -> None:
+    """Terminate a ProcessPoolExecutor's workers and wait for them and its manager thread, so that
+    nothing is left running and no exit handler waits on them."""
+    if hasattr(pool, "terminate_workers"):   # Python 3.14+
+        pool.terminate_workers()
+    else:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_sweep(study: Study | str | Path, out_dir: str | Path, *, workers: int = 1, dask: str | None = None,
               progress: bool = False, chunk_size: int | None = None, simulate: str = DEFAULT_SIMULATE,
               plots: bool = True, processes: bool = True) -> SweepResult:
     """Run every point of `study`, resuming from DIR/points.partial.jsonl; write tables and plots."""
+    if workers < 1:
+        raise ConfigError(f"--workers: must be at least 1, got {workers}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"--chunk-size: must be at least 1, got {chunk_size}")
     if not isinstance(study, Study):
         study = load_study(study)
     out = check_writable_dir(out_dir)
