@@ -12,7 +12,7 @@ def register(subparsers) -> None:
     ls.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     ls.set_defaults(func=cmd_list)
     b = sub.add_parser("build", help="build synthetic (seeded) weights, quantized, into the store")
-    b.add_argument("--preset", required=True)
+    b.add_argument("--preset", required=True, help="tiny | small | paper")
     b.add_argument("--model", action="append", help="model (repeatable; default: all)")
     b.add_argument("--quant", action="append", help="backend (repeatable; default: all)")
     b.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")

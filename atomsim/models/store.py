@@ -71,11 +71,25 @@ def sha256(path: Path) -> str:
 
 
 def _is_complete(d: Path) -> bool:
+    """Metadata readable, weight files of the recorded sizes, config.json (when there is one) valid JSON."""
     try:
         meta = json.loads((d / "atomsim.json").read_text())
+        if (d / "config.json").exists():
+            json.loads((d / "config.json").read_text())
         return all((d / n).stat().st_size == f["bytes"] for n, f in meta["files"].items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def read_config(d: Path, fix: str) -> dict:
+    """A module's config.json, or ModelStoreError naming the file and the command that rebuilds it."""
+    p = d / "config.json"
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ModelStoreError(f"{p} is missing; {fix}") from None
+    except (OSError, ValueError) as e:
+        raise ModelStoreError(f"{p} is corrupt ({' '.join(str(e).split())}); {fix}") from None
 
 
 def make_float(preset, model, seed=specs.SEED):
@@ -110,7 +124,8 @@ def _save_weights(net, quant: str, path: Path) -> dict:
             out[k] = v.contiguous()
         save_file(out, str(path), metadata={"format": "pt"})
     else:
-        torch.save(sd, str(path))
+        from .quant import PICKLE
+        torch.save(sd, str(path), pickle_module=PICKLE)
     return tied
 
 
@@ -240,7 +255,7 @@ def load_net(preset, model, quant, store=None, path=None, verify=False, eager=Tr
                               f"{None if info is None else info['bytes']}); {fix}")
     if verify and sha256(wfile) != info["sha256"]:
         raise ModelStoreError(f"weight file {wfile} is corrupt (sha256 mismatch); {fix}")
-    cfg = json.loads((d / "config.json").read_text()) if model != "sentence-encoder" else None
+    cfg = read_config(d, fix) if model != "sentence-encoder" else None
     net = zoo.make(model, cfg, cfg_dir=d)
     if quant == "torch-dynamic-int8":
         q.swap_dynamic_structure(net)
@@ -249,6 +264,7 @@ def load_net(preset, model, quant, store=None, path=None, verify=False, eager=Tr
             from safetensors.torch import load_file
             sd = load_file(str(wfile))
         else:
+            q.allow_enum_by_name()
             sd = torch.load(str(wfile), weights_only=True, mmap=True)
         net.load_state_dict(sd, strict=False, assign=True)
         del sd

@@ -2,20 +2,11 @@
 `atomsim profile project ...` when atomsim.report.project is present. No torch at import time."""
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
+from ..args import positive_int, positive_ints
 from ..errors import ConfigError
-
-
-def _csv(kind):
-    def parse(s):
-        try:
-            return [kind(x) for x in s.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {s!r}") from None
-    return parse
 
 
 def register(subparsers) -> None:
@@ -26,22 +17,22 @@ def register(subparsers) -> None:
     p.add_argument("--model", action="append", dest="models", metavar="M", help="module to profile (repeat; default all)")
     p.add_argument("--quant", action="append", dest="quants", metavar="Q",
                    help="backend (repeat, or 'all'; default fp32)")
-    p.add_argument("--threads", type=_csv(int), help="thread counts, e.g. 1,2 (default 1 and all cores)")
-    p.add_argument("--samples", type=int, help="samples per figure (default 5; 3 with --quick)")
+    p.add_argument("--threads", type=positive_ints, help="thread counts, e.g. 1,2 (default 1 and all cores)")
+    p.add_argument("--samples", type=positive_int, help="samples per figure (default 5; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer samples and a smaller storage test")
     p.add_argument("--op-budget", type=float, default=None, metavar="S",
                    help="per op and thread count: stop sampling once 3 samples add up to S seconds "
                         "(default 30; 0: always take --samples)")
     p.add_argument("--store", help="model store directory (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
-    p.add_argument("--frames", type=int, help="frames per clip (encode; default 6)")
-    p.add_argument("--frame-size", type=int, help="frame side in pixels (default 224)")
-    p.add_argument("--beam", type=int, help="caption beam width (default 4)")
-    p.add_argument("--tokens", type=int, help="caption tokens (default 23)")
-    p.add_argument("--script-tokens", type=int, help="script tokens generated (default 64)")
-    p.add_argument("--prompt-tokens", type=int, help="script prompt length in tokens (default 128)")
-    p.add_argument("--items", type=int, help="texts per embed call (default 5)")
-    p.add_argument("--corun-threads", type=_csv(int), default=[1, 1], help="threads of encoder,decoder in co-run (1,1)")
-    p.add_argument("--storage-mb", type=int, help="scratch file of the storage read test, MiB (256; 64 with --quick)")
+    p.add_argument("--frames", type=positive_int, help="frames per clip (encode; default 6)")
+    p.add_argument("--frame-size", type=positive_int, help="frame side in pixels (default 224)")
+    p.add_argument("--beam", type=positive_int, help="caption beam width (default 4)")
+    p.add_argument("--tokens", type=positive_int, help="caption tokens (default 23)")
+    p.add_argument("--script-tokens", type=positive_int, help="script tokens generated (default 64)")
+    p.add_argument("--prompt-tokens", type=positive_int, help="script prompt length in tokens (default 128)")
+    p.add_argument("--items", type=positive_int, help="texts per embed call (default 5)")
+    p.add_argument("--corun-threads", type=positive_ints, default=[1, 1], help="threads of encoder,decoder in co-run (1,1)")
+    p.add_argument("--storage-mb", type=positive_int, help="scratch file of the storage read test, MiB (256; 64 with --quick)")
     p.add_argument("--no-corun", action="store_true", help="skip the co-run slowdown")
     p.add_argument("--fresh", action="store_true", help="spawn a new interpreter per sample instead of forking")
     p.add_argument("--no-resume", action="store_true", help="ignore <out>.partial.json")
@@ -77,12 +68,17 @@ def _project():
 
 
 def run_profile(args) -> int:
+    from ..io import check_writable_file
     from ..models.specs import BACKENDS
-    from .measure import OP_BUDGET_S, measure
+    from .measure import OP_BUDGET_S, measure, partial_path
     if not args.preset:
         raise ConfigError("atomsim profile needs --preset (tiny, small or paper), or a subcommand: show FILE, compare A B")
     if not args.out:
         raise ConfigError("atomsim profile needs --out FILE (the profile JSON to write)")
+    check_writable_file(args.out)   # before any measuring: a directory or an unwritable place fails now
+    if not args.no_resume and partial_path(args.out).exists():
+        print(f"resuming from {partial_path(args.out)} when its settings match these "
+              "(--no-resume to start over)", file=sys.stderr)
     quants = args.quants
     if quants and "all" in quants:
         quants = list(BACKENDS)

@@ -7,10 +7,16 @@
   output frames; output frame k shows the source frame on screen at `start + k / fps` (the last
   decoded frame whose time is <= it), so every clip lasts its length within one frame.
 - Audio is not carried over (the source clips may have none, or different layouts).
-- Written to a temporary name beside the target and renamed only when complete.
+- Written to a temporary name beside the target and renamed only when complete. The temporary
+  goes away on an error, on Ctrl-C, and at exit when the process ends while a lane thread is still
+  encoding (a second Ctrl-C); temporaries left by a killed run are removed by the next assembly.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +25,35 @@ import numpy as np
 from ..errors import VideoError
 from ..io import atomic_path
 from .video import _open, _rotation
+
+
+_WRITING: set[Path] = set()      # temporaries being written, removed at exit if still there
+_WRITING_LOCK = threading.Lock()
+
+
+@atexit.register
+def _remove_unfinished() -> None:
+    with _WRITING_LOCK:
+        for tmp in list(_WRITING):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _unfinished(out_path: Path):
+    """atomic_path for a video, plus: stale temporaries of `out_path` removed first, and this one
+    removed at exit if the process ends before it is complete."""
+    for stale in out_path.parent.glob(f".{out_path.name}.*.mp4"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    with atomic_path(out_path, suffix=".mp4") as tmp:
+        with _WRITING_LOCK:
+            _WRITING.add(tmp)
+        try:
+            yield tmp
+        finally:
+            with _WRITING_LOCK:
+                _WRITING.discard(tmp)
 
 
 def _upright_rgb(frame) -> np.ndarray:
@@ -99,7 +134,7 @@ def assemble(clips, out_path, fps: float | None = None, size: tuple[int, int] | 
     fps = fps or (first.fps if first.fps and first.fps > 0 else 30.0)
     rate = Fraction(fps).limit_denominator(1001)
     width, height = size or (max(2, first.width // 2 * 2), max(2, first.height // 2 * 2))
-    with atomic_path(out_path, suffix=".mp4") as tmp:
+    with _unfinished(out_path) as tmp:
         with av.open(str(tmp), "w", format="mp4") as out:
             vs = out.add_stream("libx264", rate=rate)
             vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
