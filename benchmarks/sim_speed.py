@@ -1,4 +1,5 @@
-"""How fast the simulator is: a 1,000-clip assembly must simulate in under 2 s.
+"""How fast the simulator is: a 1,000-clip assembly must simulate in under 2 s, and every run
+must complete (a run that stops out of memory at its start is not a measurement of speed).
 
     python benchmarks/sim_speed.py
 
@@ -34,11 +35,12 @@ def main() -> int:
                 res = simulate(sc, prof, policy, clips=n)
                 dt = time.perf_counter() - t0
                 best = dt if best is None else min(best, dt)
+            done = res.summary["completed"]
             print(f"{policy:<15} {n:>6} {best:>9.3f} {res.events:>8} {res.events / best:>10.0f} "
-                  f"{best / n * 1e3:>9.3f}ms {res.summary['e2e_s']:>12.1f}")
-            if n == 1000 and best >= 2.0:
+                  f"{best / n * 1e3:>9.3f}ms {res.summary['e2e_s']:>12.1f}" + ("" if done else "  DID NOT COMPLETE (out of memory)"))
+            if not done or (n == 1000 and best >= 2.0):
                 ok = False
-    print("1,000-clip assembly under 2 s:", "yes" if ok else "NO")
+    print("every run completed and the 1,000-clip assembly under 2 s:", "yes" if ok else "NO")
     return 0 if ok else 1
 
 

@@ -160,11 +160,12 @@ def test_reload_loads_and_frees_in_plan_order(vids, tiny_store, tmp_path):
     from atomsim.plan import make_plan
     r = _run("assembly", [vids["short"], vids["mpeg4"]], tmp_path, tiny_store, "reload")
     plan = make_plan(scenario("assembly"), "reload", clips=4)
-    got = [s.step for s in sorted(r.trace.spans, key=lambda s: s.start_s)]
-    assert got == [s.id for s in plan.steps]
+    got = [s.step for s in sorted(r.trace.spans, key=lambda s: s.start_s) if s.lane == "main"]
+    assert got == [s.id for s in plan.steps if s.lane == "main"]   # decodes run ahead on their own lane
     lf = [s.step for s in sorted(r.trace.spans, key=lambda s: s.start_s) if s.kind in ("load", "free")]
     assert lf == [s.id for s in plan.steps if s.kind in ("load", "free")]
-    for a, b in zip(r.trace.spans, r.trace.spans[1:]):   # one lane: no overlap
+    main = [sp for sp in r.trace.spans if sp.lane == "main"]
+    for a, b in zip(main, main[1:]):   # one lane: no overlap
         assert b.start_s >= a.end_s - 1e-6
 
 

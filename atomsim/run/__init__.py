@@ -8,7 +8,9 @@
     result.results    # dict written to results.json
 
 Writes into out_dir: summary.json, trace.json, timeline.png (if atomsim.report.timeline is
-present), results.json, and assembly.mp4 for the assembly task; every file atomically.
+present), results.json, and assembly.mp4 for the assembly task (assembly-r<k>.mp4 for request
+k >= 1); every file atomically. Clips are decoded by the plan's `decode:i` steps (streamed, at
+most `queue_size` clips of frames resident). Under a RAM limit: `limit.py`.
 The runner executes the plan of `atomsim.plan.make_plan(scenario, policy, clips=n)` where n is
 the number of clips really cut from the readable videos; it does not rebuild plans.
 """
@@ -23,8 +25,9 @@ from pathlib import Path
 from ..errors import AtomsimError, VideoError
 from ..io import atomic_write_json, check_writable_dir
 from ..procfs import huge_pages
+from .events import EventLog
 
-__all__ = ["RunResult", "run_scenario", "read_videos"]
+__all__ = ["RunResult", "run_scenario", "read_videos", "expand_videos"]
 _LOAD_LOCK = threading.Lock()
 
 
@@ -43,8 +46,28 @@ def _scenario(scenario):
     return load_scenario(scenario)
 
 
-def read_videos(videos, workload, progress=None):
-    """Clips of every readable video; (clips, infos, skipped[{video, reason}])."""
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".3gp", ".ts", ".flv", ".wmv"}
+
+
+def expand_videos(videos) -> list[str]:
+    """The paths given, a directory standing for its video files (by extension, sorted)."""
+    out = []
+    for v in videos:
+        p = Path(v)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                raise VideoError(f"{p}: a directory with no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+            out.extend(found)
+        else:
+            out.append(str(v))
+    return out
+
+
+def read_videos(videos, workload, progress=None, keep_frames=False):
+    """Clips of every readable video; (clips, infos, skipped[{video, reason}]). Each video is
+    decoded once to its end (corrupt and truncated files are skipped here, with the reason);
+    the clips' frames are decoded later, by the plan's `decode:i` steps, unless `keep_frames`."""
     clips, infos, skipped = [], [], []
     from .video import read_clips
     for v in videos:
@@ -52,7 +75,7 @@ def read_videos(videos, workload, progress=None):
             progress.set_description(f"video {Path(v).name}")
         try:
             info = read_clips(v, workload.clip_length_s, workload.clip_stride_s, workload.frames_per_clip,
-                              workload.frame_size)
+                              workload.frame_size, keep_frames=keep_frames)
         except VideoError as e:
             skipped.append({"video": str(v), "reason": str(e)})
         else:
@@ -63,113 +86,202 @@ def read_videos(videos, workload, progress=None):
     return clips, infos, skipped
 
 
+def _thread_read_bytes() -> int | None:
+    """Bytes this thread caused to be read from storage (/proc/self/task/<tid>/io read_bytes)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/io") as f:
+            for line in f:
+                if line.startswith("read_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def make_loader(sc, store, loads: list, log=None):
+    """load_fn for the Executor: loads one module at a time and records, per load, the page-cache
+    residency of its weight files before it (mincore) and the bytes its thread read from storage
+    during it (/proc/self/task/<tid>/io read_bytes); cold = more than half the files' bytes read."""
+    from .. import models
+    from ..profile.cache import resident_fraction
+
+    def load_fn(role, ref):
+        # models.load is not thread-safe (it patches nn.Module construction to the meta
+        # device process-wide while building): loads on parallel lanes take turns
+        with _LOAD_LOCK:
+            files = [str(p) for p in models.weight_files(sc.models.preset, ref.model, ref.quant, store=store)]
+            size = sum(Path(f).stat().st_size for f in files)
+            resident = resident_fraction(files)
+            before = _thread_read_bytes()
+            module = models.load(sc.models.preset, ref.model, ref.quant, store=store)
+            after = _thread_read_bytes()
+        read = None if before is None or after is None else after - before
+        rec = {"instance": role, "module": ref.key, "file_bytes": size, "resident_before": resident,
+               "read_bytes": read, "cold": None if read is None else read > size / 2}
+        loads.append(rec)
+        if log is not None:
+            log.write(kind="load", **rec)
+        return module
+    return load_fn
+
+
 def run_scenario(scenario, videos, policy=None, out_dir=None, store=None, queries=None, prompt=None,
-                 progress=True) -> RunResult:
+                 progress=True, events=None) -> RunResult:
     """Run `scenario` (a Scenario or a YAML path) on `videos` under `policy` (default: the scenario's).
 
     `queries` (retrieval) and `prompt` (assembly prompt / qa question) override the scenario's.
-    Raises OutputError before any work if `out_dir` cannot be written, VideoError if no video
-    could be read (the unreadable ones are listed in `results["skipped"]` otherwise).
+    `events`: a path for the event log (events.py) that lets a parent rebuild the trace if the
+    run is killed. Raises OutputError before any work if `out_dir` cannot be written, VideoError
+    if no video could be read (the unreadable ones are listed in `results["skipped"]` otherwise).
     """
     from tqdm import tqdm
 
     from .. import models
-    from ..plan import make_plan
-    from ..schema.trace import Trace, summary_dict, write_trace
-    from .assemble import assemble
-    from .executor import Executor
-    from .memory import MemoryMonitor
-    from .pipeline import Pipeline
 
     if out_dir is None:
         raise AtomsimError("run_scenario needs out_dir (where summary.json, trace.json, results.json go)")
     out_dir = check_writable_dir(out_dir)
-    sc = _scenario(scenario)
+    sc = _with_texts(_scenario(scenario), queries, prompt)
+    videos = expand_videos(videos)
+    if not videos:
+        raise VideoError("no videos given")
+    store = Path(store) if store else models.default_store()
+    bar = tqdm(total=len(videos), disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+    log = EventLog(events) if events else None
+    try:
+        prep = _prepare(sc, videos, policy or sc.policy, store, bar)
+        trace, monitor, pipe, loads = _execute(sc, prep, store, out_dir, bar, log)
+    finally:
+        bar.close()
+        gc.unfreeze()
+        if log is not None:
+            log.close()
+    return _finish(sc, prep, trace, monitor, pipe, loads, out_dir)
+
+
+def _with_texts(sc, queries, prompt):
     changes = {}
     if queries:
         changes["workload.queries"] = list(queries)
     if prompt:
         changes["workload.prompt"] = prompt
-    if changes:
-        sc = sc.with_changes(**changes)
-    policy = policy or sc.policy
-    videos = [str(v) for v in videos]
-    if not videos:
-        raise VideoError("no videos given")
+    return sc.with_changes(**changes) if changes else sc
+
+
+def _prepare(sc, videos, policy, store, bar) -> dict:
+    """Scan the videos, make the plan, build (if needed) and import the plan's modules."""
+    from .. import models
+    from ..plan import make_plan
     w = sc.workload
-    store = Path(store) if store else models.default_store()
+    t_read = time.perf_counter()
+    clips, infos, skipped = read_videos(videos, w, bar)
+    if w.clips is not None:
+        clips = clips[:w.clips]   # the scenario asks for at most this many clips
+    read_s = time.perf_counter() - t_read
+    if not clips:
+        reasons = "; ".join(s["reason"] for s in skipped)
+        raise VideoError(f"no video could be read: {reasons}")
+    plan = make_plan(sc, policy, clips=len(clips))
+    bar.set_description("models")
+    for ref in plan.instances.values():
+        models.build(sc.models.preset, ref.model, ref.quant, store=store)
+        # import the model's code now: lazy imports (transformers) racing in lane threads
+        # fail, and import time is not load time
+        models.spec(sc.models.preset, ref.model)
+    bar.total = len(videos) + len(plan.steps)
+    bar.refresh()
+    return {"clips": clips, "infos": infos, "skipped": skipped, "read_s": read_s, "plan": plan}
 
-    bar = tqdm(total=len(videos), disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+
+def _execute(sc, prep, store, out_dir, bar, log):
+    from .. import models
+    from ..schema.trace import Trace
+    from .assemble import assemble
+    from .executor import Executor
+    from .memory import MemoryMonitor
+    from .pipeline import Pipeline
+
+    w, plan, clips = sc.workload, prep["plan"], prep["clips"]
+    pipe = Pipeline(w.task, clips, w.queries, w.prompt, w.top_k,
+                    assemble_fn=lambda chosen, r: assemble(chosen, out_dir / _assembly_name(r)),
+                    request_texts=w.request_texts, frames=w.frames_per_clip, frame_size=w.frame_size)
+    trace = Trace.for_plan(plan, "measured", scenario=sc.name, preset=sc.models.preset, clips=len(clips))
+    t0 = time.perf_counter()
+    on_sample = (lambda t, b: log.write(kind="memory", t_s=round(t, 6), b=b)) if log else None
+    monitor = MemoryMonitor(trace, t0, inputs_fn=pipe.inputs_bytes, on_sample=on_sample)
+    loads: list[dict] = []
+
+    def on_start(step, t):
+        if log is not None:
+            log.write(kind="start", step=step.id, t_s=round(t, 6))
+
+    def on_step(step, start, end):
+        if log is not None:
+            log.write(kind="end", step=step.id, start_s=round(start, 6), end_s=round(end, 6))
+        bar.set_description(step.id)
+        bar.update(1)
+
+    # what start-up created (imports, model code) stays alive for the run: freeze it, as a
+    # long-running app does after start-up, so that the collections at each load and free walk
+    # only what the pipeline creates (the profiler's workers do the same); and give the video
+    # scan's freed buffers back (malloc_trim), so that the pipeline starts from the heap the
+    # profile's baseline_rss_bytes describes, whatever length of video was scanned (measured:
+    # without it the start RSS was 451 MB after a 31 s video and 470 MB after a 65 s one,
+    # against 436-438 MB trimmed)
+    gc.collect()
+    models.malloc_trim()
+    gc.freeze()
+    if log is not None:
+        log.write(kind="t0", epoch=time.time(), steps=len(plan.steps))
+    monitor.start()
     try:
-        t_read = time.perf_counter()
-        clips, infos, skipped = read_videos(videos, w, bar)
-        if w.clips is not None:
-            clips = clips[:w.clips]   # the scenario asks for at most this many clips
-        read_s = time.perf_counter() - t_read
-        if not clips:
-            reasons = "; ".join(s["reason"] for s in skipped)
-            raise VideoError(f"no video could be read: {reasons}")
-        plan = make_plan(sc, policy, clips=len(clips))
-
-        bar.set_description("models")
-        for ref in plan.instances.values():
-            models.build(sc.models.preset, ref.model, ref.quant, store=store)
-            # import the model's code now: lazy imports (transformers) racing in lane threads
-            # fail, and import time is not load time
-            models.spec(sc.models.preset, ref.model)
-
-        bar.total = len(videos) + len(plan.steps)
-        bar.refresh()
-        pipe = Pipeline(w.task, clips, w.queries, w.prompt, w.top_k,
-                        assemble_fn=lambda chosen: assemble(chosen, out_dir / "assembly.mp4"))
-        trace = Trace.for_plan(plan, "measured", scenario=sc.name, preset=sc.models.preset, clips=len(clips))
-        t0 = time.perf_counter()
-        monitor = MemoryMonitor(trace, t0, inputs_fn=pipe.inputs_bytes)
-
-        def load_fn(role, ref):
-            # models.load is not thread-safe (it patches nn.Module construction to the meta
-            # device process-wide while building): loads on parallel lanes take turns
-            with _LOAD_LOCK:
-                return models.load(sc.models.preset, ref.model, ref.quant, store=store)
-
-        def on_step(step):
-            bar.set_description(step.id)
-            bar.update(1)
-
-        # what start-up created (imports, model code, decoded clips) stays alive for the run:
-        # freeze it, as a long-running app does after start-up, so that the collections at each
-        # load and free walk only what the pipeline creates (the profiler's workers do the same);
-        # and give the decoder's freed buffers back (malloc_trim), so that the pipeline starts
-        # from the heap the profile's baseline_rss_bytes describes, whatever length of video was
-        # decoded (measured: without it the start RSS minus the inputs was 451 MB after a 31 s
-        # video and 470 MB after a 65 s one, against 436-438 MB trimmed)
-        gc.collect()
-        models.malloc_trim()
-        gc.freeze()
-        monitor.start()
-        try:
-            Executor(plan, load_fn, pipe, trace=trace, t0=t0, monitor=monitor, on_step=on_step).run()
-        finally:
-            monitor.stop()
-        trace.memory.sort(key=lambda m: m[0])
+        Executor(plan, make_loader(sc, store, loads, log), pipe, trace=trace, t0=t0, monitor=monitor,
+                 on_step=on_step, on_start=on_start).run()
     finally:
-        bar.close()
-        gc.unfreeze()
+        monitor.stop()
+    trace.memory.sort(key=lambda m: m[0])
+    return trace, monitor, pipe, loads
 
+
+def match_loads(plan, loads: list[dict]) -> list[dict]:
+    """The load records (in the order they ran) beside their plan steps: each step takes the
+    first unmatched record of its instance."""
+    left = list(loads)
+    out = []
+    for s in plan.steps:
+        if s.kind != "load":
+            continue
+        rec = next((r for r in left if r["instance"] == s.instance), None)
+        if rec is None:
+            continue
+        left.remove(rec)
+        out.append({"step": s.id, "request": s.request, **rec})
+    return out
+
+
+def _assembly_name(request: int) -> str:
+    return "assembly.mp4" if request == 0 else f"assembly-r{request}.mp4"
+
+
+def _finish(sc, prep, trace, monitor, pipe, loads, out_dir) -> RunResult:
+    from ..schema.trace import summary_dict, write_trace
+    plan, infos = prep["plan"], prep["infos"]
     peak, breakdown, method = monitor.peak()
     trace.meta.update({"memory_sample_hz": round(monitor.rate_hz(), 1), "peak_method": method})
     summary = summary_dict(trace, scenario=sc.name, extra={
-        "videos": len(infos), "clips": len(clips), "skipped": len(skipped), "video_read_s": round(read_s, 6),
+        "videos": len(infos), "clips": len(prep["clips"]), "skipped": len(prep["skipped"]),
+        "video_read_s": round(prep["read_s"], 6), "requests": sc.workload.request_count(),
         "peak_method": method, "sampled_peak_bytes": trace.peak()[0],
         "memory_sample_hz": round(monitor.rate_hz(), 1), "preset": sc.models.preset, "huge_pages": huge_pages(),
         "instances": {k: v.key for k, v in plan.instances.items()},
-        "memory_events": monitor.events})
+        "loads": match_loads(plan, loads),
+        "memory_events": monitor.events, "outcome": "completed"})
     summary["peak_bytes"], summary["breakdown_bytes"] = int(peak), {k: int(v) for k, v in breakdown.items()}
     from ..report.energy import add_energy
     summary = add_energy(summary, trace, sc.device)
 
     results = pipe.results()
-    results.update({"policy": plan.policy, "scenario": sc.name, "skipped": skipped,
+    results.update({"policy": plan.policy, "scenario": sc.name, "skipped": prep["skipped"],
                     "videos": [{"video": i.path, "duration_s": i.duration_s, "width": i.width, "height": i.height,
                                 "fps": i.fps, "rotation": i.rotation, "codec": i.codec, "audio": i.has_audio,
                                 "clips": len(i.clips)} for i in infos]})

@@ -2,6 +2,7 @@
 
 A step starts when its deps are done and every earlier step of its lane has finished (the
 Plan contract). `load` steps call `load_fn(role, ModuleRef)`, `free` steps call `Module.free()`,
+`wait` steps wait `args.seconds` (the pause between requests; cut short when a lane fails),
 `run` steps call `run_fn(step, modules)` (the pipeline's actions), after
 `torch.set_num_threads(step.threads)` in the lane's thread (OpenMP thread counts are per calling
 thread). Each step's real start and end go into the Trace (source "measured"). The first error
@@ -24,11 +25,11 @@ class Aborted(Exception):
 class Executor:
     def __init__(self, plan: Plan, load_fn: Callable, run_fn: Callable, trace: Trace | None = None,
                  t0: float | None = None, monitor=None, on_step: Callable | None = None,
-                 set_threads: Callable | None = None):
+                 set_threads: Callable | None = None, on_start: Callable | None = None):
         self.plan, self.load_fn, self.run_fn = plan, load_fn, run_fn
         self.trace = trace or Trace.for_plan(plan, "measured")
         self.t0 = time.perf_counter() if t0 is None else t0
-        self.monitor, self.on_step = monitor, on_step
+        self.monitor, self.on_step, self.on_start = monitor, on_step, on_start
         self.set_threads = set_threads or _torch_set_threads
         self.modules: dict = {}
         self.done = {s.id: threading.Event() for s in plan.steps}
@@ -80,6 +81,8 @@ class Executor:
         if self.monitor:
             self.monitor.step_started(step)
         start = time.perf_counter()
+        if self.on_start:
+            self.on_start(step, start - self.t0)
         module = None
         if step.kind == "load":
             module = self.load_fn(step.instance, self.plan.instances[step.instance])
@@ -91,6 +94,9 @@ class Executor:
             if module is not None:
                 module.free()
             module = None
+        elif step.kind == "wait":
+            if self.failed.wait(float(step.args.get("seconds", 0.0))):
+                raise Aborted()
         else:
             self.set_threads(step.threads)
             self.run_fn(step, self.modules)
@@ -100,7 +106,7 @@ class Executor:
             self.monitor.step_finished(step, module)
         del module
         if self.on_step:
-            self.on_step(step)
+            self.on_step(step, start - self.t0, end - self.t0)
 
 
 def _torch_set_threads(n: int) -> None:

@@ -68,8 +68,9 @@ def tensor_bytes(module) -> int:
 class MemoryMonitor:
     """Samples RSS into `trace.memory`; the executor tells it about loads, frees and running steps."""
 
-    def __init__(self, trace, t0: float, period_s: float | None = None, inputs_fn=None):
+    def __init__(self, trace, t0: float, period_s: float | None = None, inputs_fn=None, on_sample=None):
         self.trace, self.t0, self.period_s = trace, t0, period_s
+        self.on_sample = on_sample   # on_sample(t_s, breakdown): the run's event log
         self.inputs_fn = inputs_fn or (lambda: 0)
         self.lock = threading.Lock()
         self.weights: dict[str, int] = {}        # live instance -> attributed bytes
@@ -109,6 +110,8 @@ class MemoryMonitor:
         with self.lock:
             b = self.breakdown(rss)
         self.trace.add_memory(t, **b)
+        if self.on_sample is not None:
+            self.on_sample(t, b)
         if rss > self.max_sample[0]:
             self.max_sample = (rss, b)
 

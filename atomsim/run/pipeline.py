@@ -1,5 +1,6 @@
 """The task actions: what each `run` step of a plan does with real data.
 
+- `decode:i`   clip i's frames decoded from its video (video.decode_clip), ahead of the encoder.
 - `encode:i`   video encoder on clip i's frames -> features; clip i's frames are released.
 - `caption:i`  decoder (or BERT caption decoder) on the features, beam search -> token ids ->
                text (the module's tokenizer; the synthetic decoders' HashTokenizer decodes id i
@@ -12,6 +13,10 @@
                all clips for summary). With synthetic weights the text is noise, so the clips of
                an assembly follow the ranking; the step still runs at its full real cost.
 - `assemble`   stitches the chosen clips (assemble.py).
+
+Requests: a workload's requests run one after another on the same clips; when the first step of
+request k arrives, the results of request k-1 are kept (`results()["requests"]`) and the
+per-request data (captions, embeddings, script) start afresh with request k's prompt or queries.
 """
 from __future__ import annotations
 
@@ -41,9 +46,18 @@ class Pipeline:
     """Holds the run's data (clips, features, captions, embeddings, results) and the actions."""
 
     def __init__(self, task: str, clips: list[Clip], queries: list[str], prompt: str, top_k: int,
-                 assemble_fn=None):
+                 assemble_fn=None, request_texts=None, frames: int = 6, frame_size: int = 224):
         self.task, self.clips, self.queries, self.prompt, self.top_k = task, clips, list(queries), prompt, top_k
-        self.assemble_fn = assemble_fn
+        self.assemble_fn = assemble_fn   # assemble_fn(clips, request) -> output path
+        self.request_texts = request_texts   # request k -> its prompt (or query list); None: one request
+        self.frames, self.frame_size = frames, frame_size
+        self.request = 0
+        self.done_requests: list[dict] = []
+        self.lock = threading.Lock()
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """The per-request data, empty."""
         self.features: dict[int, object] = {}
         self.captions: dict[int, str] = {}
         self.caption_ids: dict[int, list[int]] = {}
@@ -54,7 +68,16 @@ class Pipeline:
         self.chosen: list[int] = []
         self.order_source = None
         self.output = None
-        self.lock = threading.Lock()
+
+    def _next_request(self, r: int) -> None:
+        self.done_requests.append(self.results(with_requests=False))
+        self.request = r
+        self._fresh()
+        text = self.request_texts(r)
+        if self.task == "retrieval":
+            self.queries = list(text)
+        else:
+            self.prompt = text
 
     # ---- memory accounting: bytes of clip inputs alive (frames + features)
     def inputs_bytes(self) -> int:
@@ -74,7 +97,16 @@ class Pipeline:
     def __call__(self, step, modules) -> None:
         module = modules.get(step.instance) if step.instance else None
         a = step.args
-        if step.op == "encode":
+        if step.request != self.request:
+            with self.lock:
+                if step.request != self.request:
+                    self._next_request(step.request)
+        if step.op == "decode":
+            from .video import decode_clip
+            frames = decode_clip(self.clips[step.clip], self.frames, self.frame_size)
+            with self.lock:
+                self.clips[step.clip].frames = frames
+        elif step.op == "encode":
             clip = self.clips[step.clip]
             feats = module.encode(clip.frames)
             with self.lock:
@@ -87,20 +119,22 @@ class Pipeline:
                 self.caption_ids[step.clip] = list(ids)
                 self.captions[step.clip] = decode_tokens(module, ids)
                 self.features.pop(step.clip, None)
-        elif step.op == "embed" and step.id == "index":
+        elif step.op == "embed" and step.id.rsplit("/", 1)[-1] == "index":
             self.caption_emb = module.embed([self.captions[i] for i in range(len(self.clips))])
         elif step.op == "embed":
             self.text_emb = module.embed(self.texts())
         elif step.op == "rank":
             self.rank()
         elif step.op == "generate":
-            self.generated = module.generate(self.lm_prompt(step.id), tokens=a.get("tokens", 64))
-            if step.id == "script":
+            name = step.id.rsplit("/", 1)[-1]
+            self.generated = module.generate(self.lm_prompt(name), tokens=a.get("tokens", 64))
+            if name == "script":
                 self.choose()
         elif step.op == "assemble":
             if not self.chosen:
                 self.choose()
-            self.output = self.assemble_fn([self.clips[i] for i in self.chosen]) if self.assemble_fn else None
+            self.output = (self.assemble_fn([self.clips[i] for i in self.chosen], self.request)
+                           if self.assemble_fn else None)
         else:
             raise ValueError(f"step {step.id!r}: unknown op {step.op!r}")
 
@@ -144,8 +178,11 @@ class Pipeline:
             rec["score"] = round(score, 6)
         return rec
 
-    def results(self) -> dict:
-        out: dict = {"task": self.task, "clips": [self.clip_record(i) for i in range(len(self.clips))]}
+    def results(self, with_requests: bool = True) -> dict:
+        """This request's results; with several requests, `requests` lists each one's (the last
+        one's also at the top level)."""
+        out: dict = {"task": self.task, "request": self.request,
+                     "clips": [self.clip_record(i) for i in range(len(self.clips))]}
         if self.task == "retrieval":
             out["queries"] = [{"query": q, "ranked": [self.clip_record(i, s) for i, s in r]}
                               for q, r in zip(self.queries, self.rankings)]
@@ -160,4 +197,6 @@ class Pipeline:
         elif self.task == "qa":
             out.update({"question": self.prompt, "answer": self.generated,
                         "context": [self.clip_record(i, s) for i, s in (self.rankings[0][: self.top_k] if self.rankings else [])]})
+        if with_requests and self.done_requests:
+            out["requests"] = [*self.done_requests, {k: v for k, v in out.items() if k != "clips"}]
         return out

@@ -12,7 +12,11 @@ its SHORTER side equals `frame_size` (bicubic), then center-cropped to `frame_si
 about 22% of its width on each side). Then pixel values are scaled to [0, 1] and normalized with
 CLIP's mean and std.
 
-All clips of a video are decoded in one sequential pass (each frame decoded at most once).
+`read_clips` decodes all clips of a video in one sequential pass (each frame decoded at most
+once); with `keep_frames=False` it only checks that the video decodes to its end and returns the
+clips without frames (the runner's scan before a run). `decode_clip` then decodes one clip's
+frames, seeking to the keyframe before it: the same frames as the sequential pass (a test checks),
+for the runner's `decode:i` steps, which stream clips through a bounded queue.
 Any container and codec FFmpeg decodes works, with or without audio (only the first video stream
 is read). A file that cannot be opened, has no video stream, fails to decode, or decodes to
 clearly less than its header declares (truncated) raises `VideoError` naming the file.
@@ -39,6 +43,7 @@ class Clip:
     start_s: float
     end_s: float
     frames: object = None   # torch.Tensor [F, 3, S, S] float32, CLIP-normalized (None once encoded)
+    origin_s: float = 0.0   # time of the video's first frame: clip times are relative to it
 
 
 @dataclass
@@ -142,8 +147,9 @@ def probe(path) -> VideoInfo:
         container.close()
 
 
-def read_clips(path, length_s=10.0, stride_s=5.0, frames=6, frame_size=224) -> VideoInfo:
-    """Decode `path` once: its clips with their frames (CLIP-normalized tensors).
+def read_clips(path, length_s=10.0, stride_s=5.0, frames=6, frame_size=224, keep_frames=True) -> VideoInfo:
+    """Decode `path` once: its clips with their frames (CLIP-normalized tensors); without
+    `keep_frames`, the clips only (every frame still decoded: corrupt files are found here).
 
     Raises VideoError (naming the file) for corrupt, truncated or non-video files.
     """
@@ -162,7 +168,7 @@ def read_clips(path, length_s=10.0, stride_s=5.0, frames=6, frame_size=224) -> V
             stream.thread_type = "AUTO"
         spans = clip_spans(declared, length_s, stride_s)
         targets = sorted((t, ci, j) for ci, (s, e) in enumerate(spans) for j, t in enumerate(sample_times(s, e, frames)))
-        images = np.zeros((len(spans), frames, frame_size, frame_size, 3), dtype=np.uint8)
+        images = np.zeros((len(spans) if keep_frames else 1, frames, frame_size, frame_size, 3), dtype=np.uint8)
         filled = np.zeros((len(spans), frames), dtype=bool)
         ti = 0
         prev = None   # (time, frame) of the last decoded frame
@@ -187,7 +193,8 @@ def read_clips(path, length_s=10.0, stride_s=5.0, frames=6, frame_size=224) -> V
                 while ti < len(targets) and targets[ti][0] < t:
                     src = prev if prev is not None else frame
                     _, ci, j = targets[ti]
-                    images[ci, j] = frame_to_array(src, frame_size)
+                    if keep_frames:
+                        images[ci, j] = frame_to_array(src, frame_size)
                     filled[ci, j] = True
                     ti += 1
                 prev = frame
@@ -207,14 +214,51 @@ def read_clips(path, length_s=10.0, stride_s=5.0, frames=6, frame_size=224) -> V
                                  "header declares")
             while ti < len(targets):
                 _, ci, j = targets[ti]
-                images[ci, j] = frame_to_array(prev, frame_size)
+                if keep_frames:
+                    images[ci, j] = frame_to_array(prev, frame_size)
                 filled[ci, j] = True
                 ti += 1
     finally:
         container.close()
     for ci, (s, e) in enumerate(spans):
-        info.clips.append(Clip(str(path), ci, s, e, normalize(images[ci])))
+        info.clips.append(Clip(str(path), ci, s, e, normalize(images[ci]) if keep_frames else None, origin))
     return info
+
+
+def decode_clip(clip: Clip, frames: int = 6, frame_size: int = 224):
+    """One clip's frames (CLIP-normalized tensor), as `read_clips` makes them: seek to the
+    keyframe at or before the clip's start, decode up to its last sample time."""
+    import av
+    path = Path(clip.video)
+    container = _open(path)
+    targets = sample_times(clip.start_s, clip.end_s, frames)
+    images = np.zeros((frames, frame_size, frame_size, 3), dtype=np.uint8)
+    ti, prev = 0, None
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if clip.start_s > 0 and stream.time_base:
+            container.seek(int((clip.origin_s + clip.start_s) / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.pts is None and frame.time is None:
+                continue
+            t = (float(frame.time) if frame.time is not None else 0.0) - clip.origin_s
+            while ti < frames and targets[ti] < t:
+                images[ti] = frame_to_array(prev if prev is not None else frame, frame_size)
+                ti += 1
+            prev = frame
+            if ti == frames:
+                break
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: decoding clip {clip.index} failed ({e})") from None
+    finally:
+        container.close()
+    if prev is None:
+        raise VideoError(f"{path}: clip {clip.index} has no decodable frames")
+    while ti < frames:   # past the last frame: the last frame is shown
+        images[ti] = frame_to_array(prev, frame_size)
+        ti += 1
+    return normalize(images)
 
 
 def _demux_duration(container, stream, path) -> float:
