@@ -45,24 +45,26 @@ def _policies(requested, scenario_policy: str) -> list[str]:
     return list(dict.fromkeys(pols))
 
 
-def run_policies(scenario, profile, policies, clips, out: Path | None, png: bool = True) -> dict:
-    """Simulate each policy; write results under out/<policy>, each policy's files replaced as a
-    unit (an interruption leaves the earlier set or the new one, never a mix); return {policy: SimResult}."""
+def run_policies(scenario, profile, policies, clips, out: Path | None, png: bool = True, also=()) -> dict:
+    """Simulate each policy (and those of `also`, not written); write results under out/<policy>,
+    each policy's files replaced as a unit (an interruption leaves the earlier set or the new one,
+    never a mix); return {policy: SimResult}."""
     from tqdm import tqdm
 
     from ..io import atomic_dir
     from . import simulate, write_result
     n = (clips or scenario.workload.clip_count()) * scenario.workload.request_count()
+    names = list(dict.fromkeys([*policies, *also]))
     results = {}
-    with tqdm(policies, unit="policy", file=sys.stderr, disable=n < PROGRESS_CLIPS, leave=False,
+    with tqdm(names, unit="policy", file=sys.stderr, disable=n < PROGRESS_CLIPS, leave=False,
               dynamic_ncols=True) as bar:
         for p in bar:
             bar.set_description(f"simulating {p} ({n} clips)")
             results[p] = simulate(scenario, profile, p, clips)
     if out is not None:
-        for p, res in results.items():
+        for p in policies:
             with atomic_dir(out / p) as tmp:
-                write_result(res, tmp, png=png)
+                write_result(results[p], tmp, png=png)
     return results
 
 
@@ -142,11 +144,9 @@ def cmd_simulate(args) -> int:
     if not args.allow_profile_mismatch:
         _check_profile(scenario, profile, prof_path, policies, args.clips, args.scenario)
     out = check_writable_dir(args.out)
-    results = run_policies(scenario, profile, policies, args.clips, out, png=not args.no_png)
-    ref = results.get("reload")
-    if ref is None:
-        from . import simulate
-        ref = simulate(scenario, profile, "reload", args.clips)
+    results = run_policies(scenario, profile, policies, args.clips, out, png=not args.no_png, also=["reload"])
+    ref = results["reload"]
+    results = {p: results[p] for p in policies}
     print(f"{scenario.name}: {scenario.workload.task}, {results[policies[0]].plan.clips} clips, device "
           f"{scenario.device.name} ({scenario.device.cores} cores, {scenario.device.ram_bytes / 1e9:.2f} GB), "
           f"profile {Path(prof_path).name} ({profile.source})")
