@@ -10,10 +10,19 @@ Tied embeddings (Llama lm_head = embed_tokens, BERT decoder = word embeddings): 
 unties them: the embedding becomes an int8 weight-only table and the lm head an int8 Linear of
 its own (both on disk; the paper quantizes "Linear and Embedding" layers, and torchao cannot
 share one quantized tensor between F.embedding and F.linear under different configs).
+
+Enum fields of torchao's tensors (`MappingType`): Python 3.11.0-3.11.4 (Debian 12's 3.11.2)
+pickle an enum member as `getattr(Cls, name)`, which `torch.load(weights_only=True)` refuses.
+`PICKLE` saves them as `Cls(value)` on every Python (the form later Pythons write, so a build is
+byte-identical across them); `allow_enum_by_name` lets files already saved the old way load,
+admitting `getattr` only for the member names of `LOADABLE_ENUMS`.
 """
 from __future__ import annotations
 
+import enum
+import pickle
 import platform
+import types
 import warnings
 
 import torch
@@ -69,6 +78,40 @@ def quantize(m: nn.Module, quant: str) -> nn.Module:
             warnings.simplefilter("ignore")
             return torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8, inplace=True)
     raise ValueError(quant)
+
+
+class _EnumByValuePickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        if isinstance(obj, enum.Enum):
+            return type(obj), (obj._value_,)
+        return NotImplemented
+
+
+# A pickle module for torch.save(pickle_module=PICKLE): enum members by value on every Python.
+PICKLE = types.SimpleNamespace(__name__="atomsim.models.quant.PICKLE", Pickler=_EnumByValuePickler,
+                               dump=pickle.dump, Unpickler=pickle.Unpickler, load=pickle.load)
+
+
+def loadable_enums() -> tuple:
+    """The enum classes whose members atomsim's saved torchao tensors hold."""
+    from torchao.quantization.quant_primitives import MappingType
+    return (MappingType,)
+
+
+def _enum_member(cls, name):
+    """`getattr` as the weights-only unpickler sees it: an enum member of `loadable_enums()`, and
+    nothing else (no other attribute, no other class)."""
+    if not any(cls is e for e in loadable_enums()) or not isinstance(name, str) \
+            or name not in cls.__members__:
+        raise pickle.UnpicklingError(f"getattr({cls!r}, {name!r}) refused: atomsim admits getattr only "
+                                     f"for the members of {[e.__name__ for e in loadable_enums()]}")
+    return cls.__members__[name]
+
+
+def allow_enum_by_name() -> None:
+    """Admit `builtins.getattr` in weights-only loads as `_enum_member` (process-wide and idempotent:
+    the `safe_globals` context manager would race between loads in two lane threads)."""
+    torch.serialization.add_safe_globals([(_enum_member, "builtins.getattr")])
 
 
 def swap_dynamic_structure(m: nn.Module) -> None:
