@@ -262,10 +262,13 @@ def load_net(preset, model, quant, store=None, path=None, verify=False, eager=Tr
     try:
         if quant == "fp32":
             from safetensors.torch import load_file
-            sd = load_file(str(wfile))
+            # read into process memory (pread), as a phone runtime deserializes weights: a memory-
+            # mapped file's pages stay page cache that the kernel may take back under a RAM limit
+            # (the run then re-reads weights instead of failing: docs/fidelity-ram.md)
+            sd = load_file(str(wfile), backend="pread")
         else:
             q.allow_enum_by_name()
-            sd = torch.load(str(wfile), weights_only=True, mmap=True)
+            sd = torch.load(str(wfile), weights_only=True, mmap=False)
         net.load_state_dict(sd, strict=False, assign=True)
         del sd
     except Exception as e:
