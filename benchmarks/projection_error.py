@@ -98,7 +98,7 @@ def records(profiles: dict, strict: bool) -> list:
                     pub = published(dst, key, what)
                     rows.append({"from": a, "to": b, "method": method, "held_out": key, "figure": f"{key}:{what}",
                                  "projected": round(x, 6), "published": round(pub, 6),
-                                 "error_pct": round(100 * (x - pub) / pub, 3)})
+                                 "error_pct": round(100 * (x - pub) / pub, 3) or 0.0})
     return rows
 
 

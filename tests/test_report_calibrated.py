@@ -110,6 +110,16 @@ def test_calibrate_measures_kernels_round_trips_and_projects_a_tiny_profile(tmp_
             assert phone.modules[key].ops[op].latency(2) == pytest.approx(o.latency(2) * k, rel=1e-6)
         lw, lc = m.load.warm_s.median, m.load.cold_s.median
         assert phone.modules[key].load.cold_s.median == pytest.approx(lw * 4 + (lc - lw) * 5, rel=1e-6)
+    bigger = json.loads(json.dumps(raw))   # a scratch file twice the size: loads compare per byte
+    km = bigger["modules"]["reference-kernels/fp32"]
+    km["file_bytes"] *= 2
+    km["load"]["cold_s"], km["load"]["warm_s"] = (fakes.stat(km["load"][k]["median"] * 2) for k in ("cold_s", "warm_s"))
+    again = project_profile(tiny, "host", "calibrated", calibration=profile_from_mapping(bigger, "b"), source_calibration=cal)
+    assert again.method["projection"]["fitted_factors"]["warm@-"] == pytest.approx(1.0)
+    km["ops"]["gemm.video-encoder"]["shape"]["m"] += 1   # a --quick calibration against a full one
+    with pytest.raises(ConfigError, match="gemm.video-encoder@1 have other shapes"):
+        project_profile(tiny, "host", "calibrated", calibration=profile_from_mapping(bigger, "b"), source_calibration=cal)
+    assert phone.pipeline_ops_s["assemble"] == pytest.approx(tiny.pipeline_ops_s["assemble"] * 2.0)
     note = phone.method["projection"]["expected_error_note"]
     assert "not measured" in note and "reference-kernels/fp32" not in phone.modules
     with pytest.raises(ConfigError, match="--source-calibration"):

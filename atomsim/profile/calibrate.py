@@ -1,6 +1,6 @@
 """`atomsim calibrate --out CAL`: reference kernels measured in seconds, into a profile fragment.
 
-    atomsim calibrate --out cal.json                 # ~10-30 s; --quick: smaller shapes, fewer samples
+    atomsim calibrate --out cal.json                 # 5-20 s here; --quick: smaller shapes, fewer samples
     atomsim calibrate --out cal.json --device-entry  # also print a catalog entry (devices.yaml) for it
     atomsim profile project --from host.json --source-calibration host-cal.json --calibrate cal.json --to DEVICE --out p.json
 

@@ -42,24 +42,43 @@ def op_kind(op: str) -> str:
 
 
 def figures(profile, whole_cold: bool = False) -> dict:
-    """{figure: (kind, threads or None, seconds, module key)} of a profile's times."""
+    """{figure: (kind, threads or None, seconds, module key, per)} of a profile's times; `per` is what a
+    ratio between two profiles compares them per: file bytes for loads (a calibration's scratch
+    file may differ in size), the op's shape for ops (figures of different shapes are not shared)."""
     out = {}
     for key, mod in profile.modules.items():
         warm, cold = mod.load.warm_s.median, mod.load.cold_s.median
-        out[f"{key}:load.warm"] = ("warm", None, warm, key)
+        size = mod.file_bytes or 1
+        out[f"{key}:load.warm"] = ("warm", None, warm, key, size)
         if whole_cold:
-            out[f"{key}:load.cold"] = ("cold", None, cold, key)
+            out[f"{key}:load.cold"] = ("cold", None, cold, key, size)
         elif cold > warm:
-            out[f"{key}:load.storage"] = ("storage", None, cold - warm, key)
+            out[f"{key}:load.storage"] = ("storage", None, cold - warm, key, size)
         for op_name, op in mod.ops.items():
             for t, st in op.latency_s.items():
-                out[f"{key}:{op_name}@{t}"] = (op_kind(op_name), int(t), st.median, key)
+                out[f"{key}:{op_name}@{t}"] = (op_kind(op_name), int(t), st.median, key, op.shape or {})
     return out
 
 
 def shared(src: dict, cal: dict) -> dict:
-    """{figure: target / source} over the figures both have (times > 0)."""
-    return {k: cal[k][2] / src[k][2] for k in sorted(set(src) & set(cal)) if src[k][2] > 0 and cal[k][2] > 0}
+    """{figure: target / source} over the figures both have (times > 0; loads per file byte; ops of one shape)."""
+    out = {}
+    for k in sorted(set(src) & set(cal)):
+        a, b = src[k], cal[k]
+        if a[2] <= 0 or b[2] <= 0:
+            continue
+        if isinstance(a[4], dict):
+            if a[4] and b[4] and a[4] != b[4]:
+                continue
+            out[k] = b[2] / a[2]
+        else:
+            out[k] = (b[2] / b[4]) / (a[2] / a[4])
+    return out
+
+
+def mismatched_shapes(src: dict, cal: dict) -> list:
+    return sorted(k for k in set(src) & set(cal) if isinstance(src[k][4], dict) and src[k][4] and cal[k][4]
+                  and src[k][4] != cal[k][4])
 
 
 def check_compatible(source, calibration, src_name="--from", cal_name="--calibrate") -> None:
@@ -85,6 +104,10 @@ def fit(source, calibration, by_kind: bool = True, src_name="--from", cal_name="
     check_compatible(source, calibration, src_name, cal_name)
     src, cal = figures(source, not by_kind), figures(calibration, not by_kind)
     ratios = {k: v for k, v in shared(src, cal).items() if k not in set(exclude)}
+    bad = mismatched_shapes(src, cal)
+    if bad:
+        raise ConfigError(f"{cal_name}: figures {', '.join(bad[:4])} have other shapes than in {src_name} "
+                          "(one calibration --quick, the other not?): measure both alike")
     if not ratios:
         raise ConfigError(no_shared_message(src, cal, src_name, cal_name))
     groups: dict = {}

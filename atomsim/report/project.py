@@ -166,6 +166,7 @@ def _calibrated_factors(profile, method, calibration, source_calibration) -> tup
     dev = calibration.device or {}
     kernels = any(m.model == fit.KERNELS for m in calibration.modules.values())
     detail = {"fitted_factors": fit.factor_table(f), "rests_on": rests_on,
+              "pipeline_ops_factor": fit.factor(f, "compute", 1)[0],
               "calibration": {"source": calibration.source, "preset": calibration.preset,
                               "device": dev.get("name") or dev.get("cpu_model"), "figures_shared": len(f["ratios"]),
                               "modules": sorted(calibration.modules)}}
@@ -203,7 +204,7 @@ def project_profile(profile, to_device, method: str = "roofline", reference: str
                     "expected_error": {**EXPECTED_ERROR[method], "measured": EXPECTED_ERROR_NOTE}}
     if method in CALIBRATED:
         factors, more = _calibrated_factors(profile, method, calibration, source_calibration)
-        compute = more["fitted_factors"].get("compute@1", more["fitted_factors"].get("all", 1.0))
+        compute = more["pipeline_ops_factor"]   # rank, assemble: compute at 1 thread
     else:
         factors = roofline_factors(profile, src, dst)   # ratio falls back to these
         compute = _need(src, "compute_gflops") / _need(dst, "compute_gflops")
