@@ -12,7 +12,7 @@ from ..errors import ConfigError
 def register(subparsers) -> None:
     p = subparsers.add_parser("profile", help="measure load, op and memory costs of a preset's modules on this device",
                               description="Measure every module of a preset under each backend into a profile "
-                              "(JSON). Subcommands: show FILE, compare A B, export FILE --pyperf OUT" + (", project ..." if _project() else "") + ".")
+                              "(JSON). Subcommands: show FILE, compare A B, export FILE --pyperf OUT, import FILE ..." + (", project ..." if _project() else "") + ".")
     p.add_argument("--preset", help="tiny | small | paper")
     p.add_argument("--model", action="append", dest="models", metavar="M", help="module to profile (repeat; default all)")
     p.add_argument("--quant", action="append", dest="quants", metavar="Q",
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true", help="ignore <out>.partial.json")
     p.add_argument("--out", help="output profile (JSON)")
     p.set_defaults(func=run_profile)
-    sub = p.add_subparsers(dest="profile_command", metavar="{show,compare,export" + (",project" if _project() else "") + "}")
+    sub = p.add_subparsers(dest="profile_command", metavar="{show,compare,export,import" + (",project" if _project() else "") + "}")
     sub.required = False
     s = sub.add_parser("show", help="print a profile as a table")
     s.add_argument("file")
@@ -52,6 +52,16 @@ def register(subparsers) -> None:
     e.add_argument("--pyperf", required=True, metavar="OUT",
                    help="pyperf JSON suite to write (python -m pyperf stats|hist|compare_to read it)")
     e.set_defaults(func=run_export)
+    im = sub.add_parser("import", help="add a phone tool's measurements (ETDump, Minibench, AI Hub, llama-bench) to a profile")
+    im.add_argument("file")
+    im.add_argument("--format", required=True, choices=("etdump", "minibench", "aihub", "llama-bench"))
+    im.add_argument("--as", required=True, dest="target", metavar="MODULE/BACKEND:OP",
+                    help="what the file measured, e.g. video-encoder/executorch-xnnpack:encode")
+    im.add_argument("--into", required=True, metavar="PROFILE", help="profile to add to (created if absent)")
+    im.add_argument("--device", help="the device's name (else what the file says)")
+    im.add_argument("--threads", type=int, help="threads of the run, where the file does not say (ETDump, Minibench, AI Hub)")
+    im.add_argument("--program", metavar="PTE", help="etdump: the .pte it ran (the dump is checked against it)")
+    im.set_defaults(func=run_import)
     proj = _project()
     if proj is not None:
         proj.register_project(sub)
@@ -138,4 +148,14 @@ def run_export(args) -> int:
     n, left_out = export_pyperf(load_profile(args.file), args.pyperf)
     extra = f"; left out (value <= 0, which pyperf refuses): {', '.join(left_out)}" if left_out else ""
     print(f"wrote {args.pyperf} ({n} pyperf benchmarks{extra})")
+    return 0
+
+
+def run_import(args) -> int:
+    from .imports import import_file
+    _, written, lacking = import_file(args.file, args.format, args.target, args.into, device=args.device,
+                                      threads=args.threads, program=args.program)
+    print(f"imported {', '.join(written)} of {args.target.partition(':')[0]} from {args.file} into {args.into}")
+    if lacking:
+        print(f"not in the {args.format} file (left empty): {', '.join(lacking)}")
     return 0

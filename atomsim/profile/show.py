@@ -11,9 +11,22 @@ def mb(x) -> str:
     return "-" if x is None else f"{x / 1e6:.1f}"
 
 
-def ms(st: Stat) -> str:
-    flag = " !" if st.unstable else ""
+def ms(st: Stat | None, imported=False) -> str:
+    if st is None:
+        return "-"
+    flag = (" !" if st.unstable else "") + (" *" if imported else "")
     return f"{st.median * 1e3:.1f} ±{st.stdev * 1e3:.1f}{flag}"
+
+
+def imported_sources(p: Profile) -> list[str]:
+    """One line per imported figure: where it came from, and what its source lacked."""
+    lines = []
+    for k in sorted(p.modules):
+        for fig, src in sorted(p.modules[k].imported.items()):
+            lines.append(f"  * {k} {fig}: {src.tool}{' ' + src.tool_version if src.tool_version else ''} "
+                         f"file {src.file} device {src.device or '(not in the file)'}"
+                         + (f"; not in the source (left empty): {', '.join(src.not_in_source)}" if src.not_in_source else ""))
+    return lines
 
 
 def table(rows: list[list[str]]) -> str:
@@ -37,8 +50,11 @@ def format_profile(p: Profile) -> str:
     for k in sorted(p.modules):
         m = p.modules[k]
         lo, hi = m.load.transient_bytes
-        rows.append([k, mb(m.file_bytes), f"{mb(m.resident_bytes)} ({mb(m.resident_anon_bytes)}/{mb(m.resident_file_bytes)})",
-                     ms(m.load.cold_s), ms(m.load.warm_s), str(m.load.cold_evicted), f"[{mb(lo)}, {mb(hi)}]"])
+        imp = m.imported
+        rows.append([k, mb(m.file_bytes), f"{mb(m.resident_bytes)}{' *' if 'resident_bytes' in imp else ''} "
+                     f"({mb(m.resident_anon_bytes)}/{mb(m.resident_file_bytes)})",
+                     ms(m.load.cold_s, "load.cold_s" in imp), ms(m.load.warm_s, "load.warm_s" in imp),
+                     str(m.load.cold_evicted), f"[{mb(lo)}, {mb(hi)}]"])
     out.append(table(rows))
     out.append("")
     rows = [["module:op", "threads", "median ms ±stdev", "p10-p90 ms", "n", "act. peak MB", "kept MB", "input KB", "shape"]]
@@ -46,8 +62,10 @@ def format_profile(p: Profile) -> str:
         for op, o in sorted(p.modules[k].ops.items()):
             for t in o.threads():
                 st = o.latency_s[str(t)]
-                rows.append([f"{k}:{op}", str(t), ms(st), f"{st.p10 * 1e3:.1f}-{st.p90 * 1e3:.1f}", str(st.n),
-                             mb(o.activation_peak_bytes),
+                imp = p.modules[k].imported
+                rows.append([f"{k}:{op}", str(t), ms(st, f"ops.{op}.latency_s.{t}" in imp),
+                             f"{st.p10 * 1e3:.1f}-{st.p90 * 1e3:.1f}", str(st.n),
+                             mb(o.activation_peak_bytes) + (" *" if f"ops.{op}.activation_peak_bytes" in imp else ""),
                              "-" if o.heap_retained_bytes is None else mb(o.heap_retained_bytes),
                              f"{o.input_bytes / 1e3:.1f}",
                              ",".join(f"{a}={b}" for a, b in sorted(o.shape.items()))])
@@ -59,6 +77,11 @@ def format_profile(p: Profile) -> str:
         for c in p.corun:
             rows.append([c.a, c.b, f"{c.threads[0]}+{c.threads[1]}", f"{c.slowdown_a:.2f}x", f"{c.slowdown_b:.2f}x"])
         out.append(table(rows))
+        out.append("")
+    sources = imported_sources(p)
+    if sources:
+        out.append("imported figures (marked *; - where no source had the figure):")
+        out.extend(sources)
         out.append("")
     warns = getattr(p, "warnings", None) or []
     if warns:
@@ -73,14 +96,17 @@ def figures(p: Profile) -> dict:
     if p.storage_read_bytes_per_s:
         f["storage_read_bytes_per_s"] = (p.storage_read_bytes_per_s, None)
     for k, m in p.modules.items():
-        f[f"{k} load cold s"] = (m.load.cold_s.median, m.load.cold_s)
-        f[f"{k} load warm s"] = (m.load.warm_s.median, m.load.warm_s)
-        f[f"{k} resident bytes"] = (m.resident_bytes, None)
+        for name, st in ((f"{k} load cold s", m.load.cold_s), (f"{k} load warm s", m.load.warm_s)):
+            if st is not None:
+                f[name] = (st.median, st)
+        if m.resident_bytes is not None:
+            f[f"{k} resident bytes"] = (m.resident_bytes, None)
         f[f"{k} transient high bytes"] = (m.load.transient_bytes[1], None)
         for op, o in m.ops.items():
             for t, st in o.latency_s.items():
                 f[f"{k}:{op} @{t}t s"] = (st.median, st)
-            f[f"{k}:{op} activation bytes"] = (o.activation_peak_bytes, None)
+            if o.activation_peak_bytes is not None:
+                f[f"{k}:{op} activation bytes"] = (o.activation_peak_bytes, None)
     for c in p.corun:
         f[f"corun {c.a} | {c.b} slowdown a"] = (c.slowdown_a, None)
         f[f"corun {c.a} | {c.b} slowdown b"] = (c.slowdown_b, None)

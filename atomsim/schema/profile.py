@@ -74,8 +74,9 @@ def quantile(sorted_xs: list[float], q: float) -> float:
 
 class Load(BaseModel):
     model_config = ConfigDict(extra="allow")
-    cold_s: Stat
-    warm_s: Stat
+    # null only where an import's source lacks the figure (ModuleProfile.imported says so)
+    cold_s: Stat | None
+    warm_s: Stat | None
     cold_evicted: bool | None = None     # did page-cache eviction take effect (None: unknown)
     transient_bytes: tuple[int, int] = (0, 0)   # [low, high] freed after load (Table 8's temporaries)
     transient_hwm_bytes: int | None = None      # the RSS-based figure of the range, when measured
@@ -90,7 +91,7 @@ class Load(BaseModel):
 class Op(BaseModel):
     model_config = ConfigDict(extra="allow")
     latency_s: dict[str, Stat]            # by intra-op thread count, "1", "2", ...
-    activation_peak_bytes: int = Field(ge=0)
+    activation_peak_bytes: int | None = Field(ge=0)   # null: imported, not in the source
     # RSS the op leaves behind when it returns, from a trimmed heap: freed memory the allocator
     # keeps (glibc returns it at the next malloc_trim, which every load and free does). None: not
     # measured (the simulator then assumes the op returns everything).
@@ -124,13 +125,47 @@ class ModuleProfile(BaseModel):
     quant: str
     preset: str | None = None
     params: int | None = None
-    file_bytes: int = Field(ge=0)
-    resident_bytes: int = Field(ge=0)
+    file_bytes: int | None = Field(ge=0)       # null: imported, not in the source
+    resident_bytes: int | None = Field(ge=0)   # null: imported, not in the source
     resident_anon_bytes: int | None = None
     resident_file_bytes: int | None = None
     load: Load
     free_s: Stat | None = None            # time to free the module (gc, malloc_trim); absent: 0
     ops: dict[str, Op] = {}
+    # figures taken from other tools' files (`atomsim profile import`), by figure path
+    # ("load.cold_s", "ops.encode.latency_s.2", ...): where each came from (Provenance)
+    imported: dict[str, "Provenance"] = {}
+
+    def missing(self, op: str | None = None) -> list[str]:
+        """The figures the simulator needs that this module lacks (left empty by an import)."""
+        need = {"file_bytes": self.file_bytes, "resident_bytes": self.resident_bytes,
+                "load.cold_s": self.load.cold_s, "load.warm_s": self.load.warm_s}
+        if op is not None and op in self.ops:
+            need[f"ops.{op}.activation_peak_bytes"] = self.ops[op].activation_peak_bytes
+        return [k for k, v in need.items() if v is None]
+
+    @model_validator(mode="after")
+    def _empty_only_where_imported(self):
+        said = {f for p in self.imported.values() for f in p.not_in_source}
+        empty = self.missing() + [f for op in self.ops for f in self.missing(op) if f.startswith("ops.")]
+        wrong = [f for f in empty if f not in said]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: null, which only an import whose source lacks the "
+                             "figure may leave (imported.*.not_in_source)")
+        return self
+
+
+class Provenance(BaseModel):
+    """Where an imported figure came from; what its source could not supply is left empty."""
+    model_config = ConfigDict(extra="allow")
+    file: str
+    sha256: str
+    tool: str                     # "etdump", "minibench", "aihub", "llama-bench"
+    tool_version: str | None      # None: the file does not say
+    device: str | None            # the device the file (or --device) names; None: unknown
+    imported: str                 # when (UTC, ISO 8601)
+    not_in_source: list[str] = [] # figures of this module the source cannot supply (left empty)
+    note: str | None = None
 
 
 class CoRun(BaseModel):
@@ -152,7 +187,7 @@ class Profile(BaseModel):
     preset: str | None = None
     device: dict = {}
     method: dict = {}
-    baseline_rss_bytes: int = Field(ge=0)
+    baseline_rss_bytes: int | None = Field(ge=0)   # null: a profile assembled from imports
     # of that RSS, the anonymous part (heap, torch's allocations); the rest is file pages
     # (shared libraries) that a memory cgroup does not charge when other processes read them first
     baseline_anon_bytes: int | None = Field(default=None, ge=0)
@@ -169,10 +204,15 @@ class Profile(BaseModel):
         if key not in self.modules:
             raise ProfileError(f"profile lacks module {key!r}; it has: {', '.join(sorted(self.modules)) or 'none'}"
                                f" (profile it: atomsim profile --quant {quant})")
+        lack = self.modules[key].missing() + ([] if self.baseline_rss_bytes is not None else ["baseline_rss_bytes"])
+        if lack:
+            raise ProfileError(_lacks(key, lack))
         return self.modules[key]
 
     def op(self, model: str, quant: str, op: str) -> Op:
         mod = self.module(model, quant)
+        if op in mod.ops and mod.missing(op):
+            raise ProfileError(_lacks(f"{model}/{quant}:{op}", mod.missing(op)))
         if op not in mod.ops:
             raise ProfileError(f"profile lacks op {op!r} of module {model}/{quant}; it has: {', '.join(sorted(mod.ops)) or 'none'}")
         return mod.ops[op]
@@ -193,6 +233,11 @@ class Profile(BaseModel):
                 return hit
             found = found or hit
         return found
+
+
+def _lacks(what: str, figures: list[str]) -> str:
+    return (f"profile lacks {', '.join(figures)} of {what} (left empty by `atomsim profile import`: its "
+            "source does not supply them; import them from a file that has them, or measure them with atomsim profile)")
 
 
 def profile_presets(profile: Profile) -> set[str]:
