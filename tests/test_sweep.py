@@ -66,7 +66,7 @@ def test_all_points_failing_says_why(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text("base: {device: pixel_5a, workload: {task: assembly}}\ngrid: {workload.clips: [1, 2]}\n"
                  "profile: missing.json\n")
-    with pytest.raises(ConfigError, match=r"all 2 points failed; 2× profile file not found: .*missing.json"):
+    with pytest.raises(ConfigError, match=r"all 2 points of study .* failed; 2× profile file not found: .*missing.json"):
         run_sweep(p, tmp_path / "o", simulate=FAKE)
     assert main(["sweep", str(p), "--out", str(tmp_path / "o2"), "--workers", "1", "--no-progress"]) == 2
 

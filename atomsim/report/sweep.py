@@ -166,7 +166,7 @@ def run_sweep(study: Study | str | Path, out_dir: str | Path, *, workers: int = 
     if len(failed) == len(rows):
         partial.unlink(missing_ok=True)
         reasons = Counter(r["error"] for r in failed).most_common(5)
-        raise ConfigError(f"study {study.name!r}: all {len(rows)} points failed; "
+        raise ConfigError(f"{study.source}: all {len(rows)} points of study {study.name!r} failed; "
                           + "; ".join(f"{n}× {msg}" for msg, n in reasons))
     if plots:
         from .sweep_plots import plot_all

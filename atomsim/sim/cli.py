@@ -69,7 +69,8 @@ def run_policies(scenario, profile, policies, clips, out: Path | None, png: bool
 
 
 def _check_profile(scenario, profile, prof_path, policies, clips, scenario_path) -> None:
-    """The profile must describe the scenario's preset and every module its plans load."""
+    """The profile must describe the scenario's preset and every module its plans load (reload's
+    too: it is the table's reference)."""
     from ..plan import make_plan
     from ..schema.profile import check_profile_fits
     keys = {ref.key for p in policies for ref in make_plan(scenario, p, 1).instances.values()}
@@ -140,9 +141,14 @@ def cmd_simulate(args) -> int:
     prof_path = args.profile or scenario.profile
     if not prof_path:
         raise ConfigError(f"{args.scenario}: field 'profile': missing (or pass --profile FILE)")
-    profile = load_profile(prof_path)
+    try:
+        profile = load_profile(prof_path)
+    except ConfigError as e:
+        if args.profile:
+            raise
+        raise ConfigError(f"{args.scenario}: field 'profile': {e}") from None
     if not args.allow_profile_mismatch:
-        _check_profile(scenario, profile, prof_path, policies, args.clips, args.scenario)
+        _check_profile(scenario, profile, prof_path, [*policies, "reload"], args.clips, args.scenario)
     out = check_writable_dir(args.out)
     results = run_policies(scenario, profile, policies, args.clips, out, png=not args.no_png, also=["reload"])
     ref = results["reload"]
