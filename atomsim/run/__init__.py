@@ -232,7 +232,7 @@ def _execute(sc, prep, store, out_dir, bar, log):
     models.malloc_trim()
     gc.freeze()
     if log is not None:
-        log.write(kind="t0", epoch=time.time(), steps=len(plan.steps))
+        log.write(kind="t0", epoch=time.time(), steps=len(plan.steps), clips=len(clips))
     monitor.start()
     try:
         Executor(plan, make_loader(sc, store, loads, log), pipe, trace=trace, t0=t0, monitor=monitor,

@@ -4,6 +4,7 @@ No torch import at module import time.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -19,6 +20,11 @@ def register(sub) -> None:
     p.add_argument("--store", default=None, help="model store (default: $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ram-limit", default=None, metavar="SIZE",
+                   help="run inside a memory cgroup of this size, swap off (1.5GB, 1500MB, 1.5GiB, bytes, or "
+                   "'device': the scenario device's RAM); needs a writable cgroup (root). Out of memory: "
+                   "summary.json says outcome oom-killed, exit status 3")
+    p.add_argument("--events", default=None, help=argparse.SUPPRESS)   # the child's event log (limit.py)
     p.set_defaults(func=main)
 
 
@@ -62,10 +68,30 @@ def format_table(result) -> str:
     return "\n".join(lines)
 
 
+def main_limited(args) -> int:
+    from ..errors import EXIT_OK, EXIT_OOM
+    from ..schema.scenario import load_scenario
+    from .limit import parse_size, run_limited
+    sc = load_scenario(args.scenario)
+    limit = parse_size(args.ram_limit, sc.device.ram_bytes)
+    extra = [*(["--prompt", args.prompt] if args.prompt else []),
+             *[a for q in (args.query or []) for a in ("--query", q)], *(["--no-progress"] if args.no_progress else [])]
+    s = run_limited(args.scenario, args.videos, args.out, limit, policy=args.policy, store=args.store, extra_args=extra)
+    peak = s.get("cgroup_peak_bytes")
+    line = (f"ram limit {limit / 1e6:.0f} MB (cgroup v{s['cgroup_version']}): {s['outcome']}; cgroup peak "
+            f"{'?' if peak is None else f'{peak / 1e6:.0f} MB'}, RSS peak {s.get('peak_bytes', 0) / 1e6:.0f} MB")
+    if s["outcome"] == "oom-killed":
+        line += f"; killed during {', '.join(s['killed_steps']) or 'start-up'} at {s['killed_at_s']} s"
+    print(line, file=sys.stderr)
+    return EXIT_OOM if s["outcome"] == "oom-killed" else EXIT_OK
+
+
 def main(args) -> int:
+    if args.ram_limit is not None:
+        return main_limited(args)
     from . import run_scenario
     result = run_scenario(args.scenario, args.videos, policy=args.policy, out_dir=args.out, store=args.store,
-                          queries=args.query, prompt=args.prompt, progress=not args.no_progress)
+                          queries=args.query, prompt=args.prompt, progress=not args.no_progress, events=args.events)
     print(format_table(result))
     print(f"wrote {args.out}/: summary.json trace.json results.json"
           + (" timeline.png" if result.summary.get("timeline") == "timeline.png" else "")
