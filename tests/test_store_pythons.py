@@ -1,7 +1,7 @@
 """The model store across Pythons. Python 3.11.0-3.11.4 (Debian 12's /usr/bin/python3 is 3.11.2)
 pickle an enum member as `getattr(Cls, name)`, which `torch.load(weights_only=True)` refused, so
-torchao-int8 modules built by them did not load. `.ci/run` also runs this file and
-test_models.py::test_build_load_run under /usr/bin/python3 where that is another Python."""
+torchao-int8 modules built by them did not load. `.ci/run` also runs this file under
+/usr/bin/python3 where that is another Python than the suite's."""
 import enum
 import json
 import pickle
