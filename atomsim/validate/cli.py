@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="real runs per scenario, in interleaved rounds; each compared through its median run (default 1)")
+    p.add_argument("--ram-limit", default=None, metavar="SIZE",
+                   help="every real run inside a memory cgroup of this size (as atomsim run --ram-limit; 'device': "
+                   "each scenario device's RAM), simulated on a device with that RAM; the report adds both outcomes")
     p.set_defaults(func=_validate)
 
 
@@ -42,6 +45,11 @@ def _validate(args: argparse.Namespace) -> int:
 
     check_writable_dir(args.out)
     scenarios = [load_scenario(p) for p in _scenario_paths(args.scenarios)]
+    if args.ram_limit:   # bad sizes and a missing cgroup fail before any work
+        from ..run.limit import MemoryCgroup, check_limit, parse_size
+        for sc in scenarios:
+            check_limit(parse_size(args.ram_limit, sc.device.ram_bytes), sc)
+        MemoryCgroup.find_parent()
     if args.measure_profile:
         from ..io import check_writable_file
         from .suite import profile_request
@@ -51,7 +59,7 @@ def _validate(args: argparse.Namespace) -> int:
     else:
         profile, request = load_profile(args.profile), None
     result = validate_suite(scenarios, profile, args.videos, args.out, store=args.store, profile_path=args.profile,
-                            repeat=args.repeat, measure_profile=request)
+                            repeat=args.repeat, measure_profile=request, ram_limit=args.ram_limit)
     print(fidelity_table(result))
     print()
     print(reduction_table(result))

@@ -18,6 +18,19 @@ def fidelity_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def outcome_table(result: dict) -> str:
+    """Under --ram-limit: the simulated and the measured outcome of each scenario."""
+    rows = [r for r in result["scenarios"] if r.get("ram_limit_bytes")]
+    if not rows:
+        return ""
+    lines = ["| scenario | policy | RAM limit (MB) | simulated | measured | cgroup peak (MB) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        peak = r.get("cgroup_peak_bytes")
+        lines.append(f"| {r['name']} | {r['policy']} | {r['ram_limit_bytes'] / 1e6:.0f} | {r['simulated_outcome']} | "
+                     f"{r['measured_outcome']} | {'?' if peak is None else f'{peak / 1e6:.0f}'} |")
+    return "\n".join(lines)
+
+
 def stage_table(result: dict) -> str:
     stages = ["load", "encode", "caption", "index", "script"]
     lines = ["| scenario | " + " | ".join(f"{s} meas/sim (s) err" for s in stages) + " |",
@@ -89,6 +102,7 @@ def fidelity_markdown(result: dict, pictures: str = "") -> str:
         f"- largest end-to-end error: {s['worst_e2e']}; largest peak error: {s['worst_peak']}" + noise +
         "".join(f"\n- warning: {w}" for w in result.get("warnings") or []),
         "## End-to-end time and peak memory\n\n" + fidelity_table(result),
+        *(["## Under a RAM limit\n\n" + outcome_table(result)] if outcome_table(result) else []),
         "## Stages (busy time summed over steps)\n\n" + stage_table(result),
         "## Reduction against reload\n\n" + reduction_table(result),
         "Errors are (simulated − measured) / measured. For each scenario a picture draws the measured "

@@ -90,10 +90,10 @@ def median_run(runs: list[tuple]) -> tuple:
 
 
 def real_runs(scenario: Scenario, videos: list[str], out_dir: Path, store=None, cold: bool = True,
-              tag: str = "measured") -> tuple:
+              tag: str = "measured", ram_limit: str | None = None) -> tuple:
     """One real run into out_dir/tag, its weights evicted first when `cold`: (trace, summary, evicted)."""
     evicted = evict_weights(scenario, store) if cold else False
-    trace, summary = run_fresh(scenario, videos, out_dir, store, tag=tag)
+    trace, summary = run_fresh(scenario, videos, out_dir, store, tag=tag, ram_limit=ram_limit)
     return trace, summary, evicted
 
 
@@ -101,7 +101,9 @@ def compare_one(scenario: Scenario, profile: Profile, runs: list[tuple], out_dir
     """Simulate the plan of the real runs (same clip count) and compare with their median run."""
     from ..sim import simulate, write_result
     mtrace, msummary = median_run(runs)
-    clips = sum(1 for s in mtrace.spans if s.stage == "encode")
+    clips = msummary.get("clips") or sum(1 for s in mtrace.spans if s.stage == "encode" and s.step.count("/") == 0)
+    if msummary.get("ram_limit_bytes"):   # the simulated device has the RAM the real run was limited to
+        scenario = scenario.with_changes(**{"device.ram_bytes": msummary["ram_limit_bytes"]})
     sim = simulate(scenario, profile, clips=clips)
     write_result(sim, out_dir / "simulated")
     row = compare_runs(scenario.name, msummary, sim.summary)
@@ -111,6 +113,10 @@ def compare_one(scenario: Scenario, profile: Profile, runs: list[tuple], out_dir
     row["evicted_before_run"] = evicted
     if "repeats" in msummary:
         row["measured_repeats"] = msummary["repeats"]
+    if msummary.get("ram_limit_bytes"):
+        row.update(ram_limit_bytes=msummary["ram_limit_bytes"], measured_outcome=msummary["outcome"],
+                   simulated_outcome="completed" if sim.summary["completed"] else "oom-killed",
+                   cgroup_peak_bytes=msummary.get("cgroup_peak_bytes"))
     return row, mtrace, sim.trace
 
 
@@ -121,13 +127,14 @@ def validate_one(scenario: Scenario, profile: Profile, videos: list[str], out_di
     return compare_one(scenario, profile, [(mtrace, msummary)], out_dir, evicted)
 
 
-def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None, tag: str = "measured"):
+def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None, tag: str = "measured",
+              ram_limit: str | None = None):
     """The real run, in a fresh process (`atomsim run`), as an app starts: nothing left over in
     the heap or the allocator from earlier runs, the runtime baseline as the profile measured it."""
     import subprocess
     import sys
 
-    from ..errors import AtomsimError
+    from ..errors import EXIT_OOM, AtomsimError
     from ..schema.scenario import dump_scenario
     from ..schema.trace import read_trace
 
@@ -137,8 +144,10 @@ def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None, 
            "--out", str(out_dir / tag), "--no-progress"]
     if store:
         cmd += ["--store", str(store)]
+    if ram_limit:
+        cmd += ["--ram-limit", str(ram_limit)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
+    if proc.returncode not in ((0, EXIT_OOM) if ram_limit else (0,)):
         raise AtomsimError(f"real run of scenario {scenario.name!r} failed (exit {proc.returncode}): "
                            f"{proc.stderr.strip()[-2000:]}")
     atomic_write_text(out_dir / f"{tag}.log", proc.stdout + proc.stderr)
@@ -170,7 +179,7 @@ def profile_request(scenarios: list[Scenario], samples: int = 5) -> dict:
 
 def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: list[str], out_dir, store=None,
                    profile_path: str | None = None, progress: bool = True, repeat: int = 1,
-                   measure_profile: dict | None = None) -> dict:
+                   measure_profile: dict | None = None, ram_limit: str | None = None) -> dict:
     """Validate every scenario; with `repeat` > 1 each scenario runs that many times, in
     interleaved rounds (all scenarios once, then again), so that a drift of the machine's speed
     spreads over all of them; each is compared through its median run.
@@ -178,7 +187,10 @@ def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: l
     `measure_profile` (arguments of `profile.measure`, with `out`): measure the profile now, its
     rounds put between the rounds of real runs (before real round k, profile rounds up to
     ceil((k + 1) * samples / repeat)), so that the profile and the runs see the same states of a
-    machine whose speed drifts; `profile` is then None and the measured one is used."""
+    machine whose speed drifts; `profile` is then None and the measured one is used.
+
+    `ram_limit` (a size, or `device`): every real run under that RAM limit (`atomsim run
+    --ram-limit`), simulated on a device with that RAM; the rows add both outcomes."""
     out_dir = check_writable_dir(out_dir)
     from ..errors import ConfigError
     from ..plan import make_plan
@@ -210,7 +222,7 @@ def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: l
         for sc in scenarios:
             bar.set_postfix_str(f"{sc.name} ({k + 1}/{repeat})")
             trace, summary, ev = real_runs(sc, videos, out_dir / sc.name, store,
-                                           tag="measured" if repeat == 1 else f"measured-{k + 1}")
+                                           tag="measured" if repeat == 1 else f"measured-{k + 1}", ram_limit=ram_limit)
             runs[sc.name].append((trace, summary))
             evicted[sc.name] = evicted.get(sc.name, True) and ev
             bar.update(1)

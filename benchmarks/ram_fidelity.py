@@ -1,0 +1,256 @@
+"""The simulator's memory predictions against real runs under RAM limits (memory cgroups).
+
+    python benchmarks/ram_fidelity.py [--profile profiles/host-small-ram.json] [--out out/ram-fidelity]
+
+Needs root (a writable memory cgroup). For the small preset, fp32 and torch-dynamic-int8, and
+the policies reload, reuse-serial, reuse-parallel and baseline-resident (an assembly of the 2
+clips of a 15 s video the benchmark makes):
+- fit boundary: the simulator's smallest RAM at which the plan completes (bisection to 1 MB;
+  deterministic) against the smallest limit at which the real run completes (bisection until
+  the gap between a killed and a completed limit is at most 2% or 16 MB);
+- outcomes: the real run at the simulated minimum -10% and +10% (predicted: killed, completed);
+- page cache: a 3-request reload workload at a tight limit, where the simulator predicts the
+  reloads of requests 2 and 3 read from storage, and at a generous one, where it predicts they
+  do not: per load, predicted and measured bytes read and cold/warm;
+- end-to-end time of every completed run beside the simulated one (no bound: this machine's
+  speed drifts).
+Writes `fidelity-ram.json` (the shape in docs/fidelity-ram.md) and `fidelity-ram.md` into --out;
+`--commit` copies them to docs/. Real runs are kept in `runs.jsonl`: an interrupted benchmark
+resumes where it stopped. Exits 1 when a bound does not hold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from atomsim.schema.profile import load_profile  # noqa: E402
+from atomsim.schema.scenario import load_scenario  # noqa: E402
+from atomsim.sim import simulate  # noqa: E402
+
+POLICIES = ("reload", "reuse-serial", "reuse-parallel", "baseline-resident")
+QUANTS = ("fp32", "torch-dynamic-int8")
+MB = 10**6
+FIT_BOUND_PCT, OUTCOME_STEP = 5.0, 0.10
+READ_TOL_PCT, READ_TOL_BYTES, COLD_AGREE = 10.0, 16 * MB, 0.90
+
+
+def scenario_file(d: Path, quant: str, profile: Path, requests: int = 1) -> Path:
+    p = d / f"ram-{quant}-r{requests}.yaml"
+    p.write_text(
+        f"name: ram-{quant}{'' if requests == 1 else f'-{requests}req'}\ndevice: host\n"
+        f"workload: {{task: assembly, prompt: make a highlight reel, top_k: 2, requests: {requests}}}\n"
+        f"models: {{preset: small, quant: {quant}}}\npolicy: reload\nprofile: {profile}\n")
+    return p
+
+
+def sim(sc_path: Path, policy: str, ram: int, profile, clips: int):
+    sc = load_scenario(sc_path).with_changes(**{"device.ram_bytes": int(ram)})
+    return simulate(sc, profile, policy, clips=clips)
+
+
+def sim_min_ram(sc_path, policy, profile, clips) -> int:
+    lo, hi = 1, 64 * 10**9
+    while hi - lo > MB:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if sim(sc_path, policy, mid, profile, clips).summary["completed"] else (mid, hi)
+    return hi
+
+
+class Runs:
+    """Real runs under a limit, cached in runs.jsonl (resumable)."""
+
+    def __init__(self, out: Path, video: Path):
+        self.path, self.video, self.out = out / "runs.jsonl", video, out
+        self.done = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.done[r["key"]] = r
+
+    def run(self, sc_path: Path, policy: str, limit: int) -> dict:
+        from atomsim.run.limit import run_limited
+        key = f"{sc_path.stem}/{policy}/{limit}"
+        if key not in self.done:
+            d = Path(tempfile.mkdtemp(dir=self.out, prefix="run-"))
+            s = run_limited(sc_path, [self.video], d, limit, policy=policy, extra_args=["--no-progress"])
+            r = {"key": key, "outcome": s["outcome"], "e2e_s": s.get("e2e_s"), "cgroup_peak_bytes": s["cgroup_peak_bytes"],
+                 "peak_bytes": s.get("peak_bytes"), "killed_steps": s.get("killed_steps"), "loads": s.get("loads", [])}
+            with open(self.path, "a") as f:
+                f.write(json.dumps(r) + "\n")
+            self.done[key] = r
+            print(f"  {key}: {r['outcome']} (cgroup peak {r['cgroup_peak_bytes'] / MB:.0f} MB)", flush=True)
+        return self.done[key]
+
+
+def fit_and_outcomes(runs: Runs, sc_path, policy, smin: int) -> tuple[dict, list[dict]]:
+    """Real runs at smin -10% and +10%, then bisection of the real boundary."""
+    below, above = int(smin * (1 - OUTCOME_STEP)), int(smin * (1 + OUTCOME_STEP))
+    outcomes = [{"ram_limit_bytes": lim, "predicted": pred, "measured": runs.run(sc_path, policy, lim)["outcome"]}
+                for lim, pred in ((below, "oom-killed"), (above, "completed"))]
+    killed, done = [], []
+    for o in outcomes:
+        (done if o["measured"] == "completed" else killed).append(o["ram_limit_bytes"])
+    step = OUTCOME_STEP
+    while not killed:          # the real boundary lies lower: widen downwards
+        step += OUTCOME_STEP
+        lim = int(smin * (1 - step))
+        (done if runs.run(sc_path, policy, lim)["outcome"] == "completed" else killed).append(lim)
+    while not done:
+        step += OUTCOME_STEP
+        lim = int(smin * (1 + step))
+        (done if runs.run(sc_path, policy, lim)["outcome"] == "completed" else killed).append(lim)
+    lo, hi = max(killed), min(done)
+    while hi - lo > max(16 * MB, 0.02 * hi):
+        mid = (lo + hi) // 2
+        if runs.run(sc_path, policy, mid)["outcome"] == "completed":
+            hi = mid
+        else:
+            lo = mid
+    return {"simulated_min_ram_bytes": smin, "measured_min_ram_bytes": hi, "killed_at_bytes": lo,
+            "error_pct": round((smin - hi) / hi * 100, 2)}, outcomes
+
+
+def page_cache(runs: Runs, sc3: Path, profile, clips: int, smin3: int) -> tuple[list[dict], dict]:
+    """3-request reload at a tight and at a generous limit: per load, predicted vs measured reads."""
+    rows, limits = [], {"tight": int(smin3 * 1.05), "generous": 8 * 10**9}
+    for case, lim in limits.items():
+        pred = sim(sc3, "reload", lim, profile, clips).loads
+        real = runs.run(sc3, "reload", lim)
+        if real["outcome"] != "completed":
+            rows.append({"scenario": sc3.stem, "case": case, "ram_limit_bytes": lim, "error": real["outcome"]})
+            continue
+        for p, m in zip(pred, real["loads"]):
+            assert p["step"] == m["step"], (p["step"], m["step"])
+            rows.append({"scenario": sc3.stem, "case": case, "ram_limit_bytes": lim, "request": p["request"],
+                         "module": p["module"], "predicted_read_bytes": p["read_bytes"],
+                         "measured_read_bytes": m["read_bytes"], "predicted_cold": not p["warm"],
+                         "measured_cold": m["cold"]})
+    return rows, limits
+
+
+def check(report: dict) -> list[str]:
+    bad = [f"fit {f['scenario']}/{f['policy']}: {f['error_pct']:+.1f}%" for f in report["fit"]
+           if abs(f["error_pct"]) > FIT_BOUND_PCT]
+    bad += [f"outcome {o['scenario']}/{o['policy']} at {o['ram_limit_bytes'] / MB:.0f} MB: predicted {o['predicted']}, "
+            f"measured {o['measured']}" for o in report["outcomes"] if o["predicted"] != o["measured"]]
+    loads = [ld for ld in report["loads"] if "error" not in ld]
+    bad += [f"load {ld['scenario']} r{ld['request']} {ld['module']}: read {ld['measured_read_bytes']} vs "
+            f"{ld['predicted_read_bytes']}" for ld in loads
+            if abs(ld["measured_read_bytes"] - ld["predicted_read_bytes"])
+            > max(READ_TOL_BYTES, READ_TOL_PCT / 100 * max(ld["predicted_read_bytes"], 1))]
+    agree = sum(ld["predicted_cold"] == ld["measured_cold"] for ld in loads) / max(1, len(loads))
+    if agree < COLD_AGREE or len(loads) < len(report["loads"]):
+        bad.append(f"cold/warm agree on {agree:.0%} of loads (of {len(loads)} measured)")
+    return bad
+
+
+def times(runs: Runs, sc_path, policy, profile, clips) -> list[dict]:
+    out = []
+    for key, r in sorted(runs.done.items()):
+        stem, pol, lim = key.split("/")
+        if stem == sc_path.stem and pol == policy and r["outcome"] == "completed":
+            s = sim(sc_path, policy, int(lim), profile, clips).summary
+            out.append({"scenario": stem, "policy": pol, "ram_limit_bytes": int(lim), "measured_e2e_s": r["e2e_s"],
+                        "simulated_e2e_s": round(s["e2e_s"], 3)})
+    return out
+
+
+def markdown(report: dict, bad: list[str]) -> str:
+    m = report["meta"]
+    lines = ["# RAM-limit fidelity: the simulator's memory predictions against real runs in memory cgroups", "",
+             f"Made by `python benchmarks/ram_fidelity.py --commit` on {m['date']} ({m['machine']}), profile "
+             f"`{m['profile']}`, small preset, assembly of the {m['clips']} clips of a {m['video_s']} s video. "
+             "What a limit counts, and why: [docs/running.md](running.md#ram-limits).", "",
+             "## Fit boundary: the smallest RAM at which the run completes", "",
+             "| scenario | policy | simulated (MB) | measured (MB) | killed at (MB) | error |", "|---|---|---|---|---|---|"]
+    for f in report["fit"]:
+        lines.append(f"| {f['scenario']} | {f['policy']} | {f['simulated_min_ram_bytes'] / MB:.0f} | "
+                     f"{f['measured_min_ram_bytes'] / MB:.0f} | {f['killed_at_bytes'] / MB:.0f} | {f['error_pct']:+.1f}% |")
+    lines += ["", f"Bound: \\|error\\| <= {FIT_BOUND_PCT:.0f}% for every policy. The measured minimum is the smallest "
+              "limit that completed; the run was killed at the limit beside it.", "",
+              "## Outcomes at the simulated minimum -10% and +10%", "",
+              "| scenario | policy | limit (MB) | predicted | measured |", "|---|---|---|---|---|"]
+    for o in report["outcomes"]:
+        lines.append(f"| {o['scenario']} | {o['policy']} | {o['ram_limit_bytes'] / MB:.0f} | {o['predicted']} | "
+                     f"{o['measured']} |")
+    lines += ["", "## Page cache: a 3-request reload, per load", "",
+              "| scenario | case | limit (MB) | request | module | predicted read (MB) | measured read (MB) | "
+              "predicted | measured |", "|---|---|---|---|---|---|---|---|---|"]
+    for ld in report["loads"]:
+        if "error" in ld:
+            lines.append(f"| {ld['scenario']} | {ld['case']} | {ld['ram_limit_bytes'] / MB:.0f} | {ld['error']} |||||")
+            continue
+        cold = lambda c: "cold" if c else "warm"  # noqa: E731
+        lines.append(f"| {ld['scenario']} | {ld['case']} | {ld['ram_limit_bytes'] / MB:.0f} | {ld['request'] + 1} | "
+                     f"{ld['module']} | {ld['predicted_read_bytes'] / MB:.1f} | {ld['measured_read_bytes'] / MB:.1f} | "
+                     f"{cold(ld['predicted_cold'])} | {cold(ld['measured_cold'])} |")
+    lines += ["", "## End-to-end time of the completed runs (no bound: this machine's speed drifts)", "",
+              "| scenario | policy | limit (MB) | measured (s) | simulated (s) |", "|---|---|---|---|---|"]
+    for t in report["times"]:
+        lines.append(f"| {t['scenario']} | {t['policy']} | {t['ram_limit_bytes'] / MB:.0f} | {t['measured_e2e_s']:.2f} | "
+                     f"{t['simulated_e2e_s']:.2f} |")
+    lines += ["", "## Result", "", "Every bound holds." if not bad else "Bounds that do not hold:", ""]
+    lines += [f"- {b}" for b in bad]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    import platform
+    from datetime import date
+
+    from atomsim.io import atomic_write_json, atomic_write_text
+    from atomsim.run.synthetic import make_video
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default=str(ROOT / "profiles" / "host-small-ram.json"))
+    ap.add_argument("--out", default="out/ram-fidelity")
+    ap.add_argument("--quant", action="append", default=None, help="fp32 | torch-dynamic-int8 (default both)")
+    ap.add_argument("--policy", action="append", default=None)
+    ap.add_argument("--commit", action="store_true", help="copy the report to docs/fidelity-ram.{md,json}")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    profile_path = Path(a.profile).resolve()
+    profile = load_profile(profile_path)
+    video = out / "video-15s.mp4"
+    if not video.exists():
+        make_video(video, seconds=15.0, width=320, height=240, fps=10)
+    clips = 2
+    runs = Runs(out, video)
+    report = {"fit": [], "outcomes": [], "loads": [], "times": []}
+    for quant in a.quant or QUANTS:
+        sc = scenario_file(out, quant, profile_path)
+        for policy in a.policy or POLICIES:
+            smin = sim_min_ram(sc, policy, profile, clips)
+            print(f"{sc.stem} {policy}: simulated minimum {smin / MB:.0f} MB", flush=True)
+            fit, outcomes = fit_and_outcomes(runs, sc, policy, smin)
+            report["fit"].append({"scenario": sc.stem, "policy": policy, **fit})
+            report["outcomes"] += [{"scenario": sc.stem, "policy": policy, **o} for o in outcomes]
+            report["times"] += times(runs, sc, policy, profile, clips)
+        sc3 = scenario_file(out, quant, profile_path, requests=3)
+        rows, _ = page_cache(runs, sc3, profile, clips, sim_min_ram(sc3, "reload", profile, clips))
+        report["loads"] += rows
+        report["times"] += times(runs, sc3, "reload", profile, clips)
+    report["meta"] = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {platform.node()}",
+                      "profile": str(profile_path.relative_to(ROOT)) if profile_path.is_relative_to(ROOT) else str(profile_path),
+                      "clips": clips, "video_s": 15.0}
+    bad = check(report)
+    atomic_write_json(out / "fidelity-ram.json", report)
+    atomic_write_text(out / "fidelity-ram.md", markdown(report, bad))
+    if a.commit:
+        atomic_write_json(ROOT / "docs" / "fidelity-ram.json", report)
+        atomic_write_text(ROOT / "docs" / "fidelity-ram.md", markdown(report, bad))
+    print(markdown(report, bad))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
