@@ -41,6 +41,17 @@ def set_engine() -> str:
     return torch.backends.quantized.engine
 
 
+def engine_used(quant: str | None) -> str | None:
+    """The engine a loaded module of `quant` runs its ops on in this process: torch's quantized
+    engine for torch-dynamic-int8 (what `set_engine` chose when it loaded), "torchao" for torchao's
+    tensor subclasses (their kernels never consult torch.backends.quantized), None for fp32."""
+    if quant == "torch-dynamic-int8":
+        return torch.backends.quantized.engine
+    if quant in ("torchao-int8", "torchao-int8-weight-only"):
+        return "torchao"
+    return None
+
+
 def _untie(m: nn.Module) -> None:
     """Give every tied parameter its own Parameter object (so each layer is quantized alone)."""
     seen = {}

@@ -526,13 +526,17 @@ def assemble(state: dict) -> Profile:
                                     "count".format(**base["assemble"]["reference"]) if "assemble" in base
                                     else "not measured (0)"),
         "memray": "installed" if has_memray else "not installed: transient_bytes from RSS only",
+        "device": "fingerprint.py: quantized_engines per backend and ops_affinity / ops_thread_cpus read in the "
+                  "processes that ran the ops; core_types from /proc/cpuinfo and /sys/devices/system/cpu; "
+                  "emulation: measured under an emulator (qemu-user) when its evidence is not empty: then no "
+                  "figure says anything about the speed of the CPU",
         "load_during_profile": f"load average at start {whole.get('loadavg_start')}, at end {fingerprint.loadavg()} "
                                "(other processes share the CPU)",
     }
     modules = {k: ModuleProfile.model_validate(v) for k, v in state["modules"].items()}
     prof = Profile(
         version=PROFILE_VERSION, source="measured", created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        preset=cfg["preset"], device=fingerprint.fingerprint(base), method=method,
+        preset=cfg["preset"], device=fingerprint.fingerprint(base, fingerprint.ops_seen(state["rounds"])), method=method,
         baseline_rss_bytes=int(base["rss"]), baseline_anon_bytes=int(base["anon"]) if base.get("anon") else None,
         storage_read_bytes_per_s=bw["bytes_per_s"], memray=has_memray,
         modules=modules, corun=[CoRun.model_validate(v) for v in state["corun"].values()],

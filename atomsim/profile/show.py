@@ -36,12 +36,32 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def device_lines(d: dict) -> list[str]:
+    """The device: CPU, core types, engines, where the ops ran; a warning first when emulated."""
+    emu = d.get("emulation") or {}
+    out = [f"WARNING: measured under emulation ({'; '.join(emu.get('evidence') or [])}): no time in "
+           "this profile says anything about a CPU"] if emu.get("emulated") else []
+    engines = d.get("quantized_engines")
+    if engines is not None:
+        eng = (", ".join(f"{q} {e}" for q, e in sorted(engines.items())) or "none (fp32 only)") \
+            + f"; torch's default {d.get('quantized_engine_default')}"
+    else:  # profiles before issue 15: torch's default, read before atomsim switched
+        eng = f"{d.get('quantized_engine')} (torch's default, maybe not the one used)"
+    out.append(f"device: {d.get('cpu_model')} {d.get('arch')}, {d.get('cores')} cores, "
+               f"RAM {mb(d.get('ram_total_bytes'))} MB (available {mb(d.get('ram_available_bytes'))} MB), "
+               f"torch {d.get('torch')}, engines: {eng}")
+    for c in d.get("core_types") or ():
+        khz = "-".join(f"{x / 1e6:.2f}" for x in (c.get("min_freq_khz"), c.get("max_freq_khz")) if x)
+        out.append(f"  cores {','.join(map(str, c['cpus']))}: {c['name']}" + (f" {khz} GHz" if khz else "")
+                   + (f", capacity {c['cpu_capacity']}" if c.get("cpu_capacity") else ""))
+    if d.get("ops_affinity") is not None:
+        out.append(f"  ops ran with affinity {d['ops_affinity']}, threads seen on CPUs {d.get('ops_thread_cpus')}")
+    return out
+
+
 def format_profile(p: Profile) -> str:
     d = p.device
-    out = [f"profile v{p.version} ({p.source}) preset={p.preset} created={p.created}",
-           f"device: {d.get('cpu_model')} {d.get('arch')}, {d.get('cores')} cores, "
-           f"RAM {mb(d.get('ram_total_bytes'))} MB (available {mb(d.get('ram_available_bytes'))} MB), "
-           f"torch {d.get('torch')} engine {d.get('quantized_engine')}",
+    out = [f"profile v{p.version} ({p.source}) preset={p.preset} created={p.created}", *device_lines(d),
            f"runtime baseline RSS {mb(p.baseline_rss_bytes)} MB; storage read "
            f"{'-' if p.storage_read_bytes_per_s is None else f'{p.storage_read_bytes_per_s / 1e6:.0f}'} MB/s; "
            f"memray {'yes' if p.memray else 'no'}; rank {p.pipeline_ops_s.get('rank', 0) * 1e3:.2f} ms", ""]

@@ -304,10 +304,14 @@ def _ops_in_lane(job, files, mem) -> dict:
             res[op].update(activation_peak_by_threads=peaks, peak_method=method, heap_retained_by_threads=retained)
     memory.settle()
     after_ops = _resident(s0, files)
+    from atomsim.models.quant import engine_used
+    from .fingerprint import thread_cpus
+    seen = {"engine": engine_used(job.get("quant")), "affinity": sorted(os.sched_getaffinity(0)),
+            "thread_cpus": thread_cpus()}  # what the fingerprint reports (fingerprint.ops_seen)
     t0 = time.perf_counter()
     mod.free()
     free_s = time.perf_counter() - t0
-    return {"ops": res, "resident_after_load": after_load, "resident_after_ops": after_ops, "free_s": free_s}
+    return {"ops": res, "resident_after_load": after_load, "resident_after_ops": after_ops, "free_s": free_s, **seen}
 
 
 def job_corun(job) -> dict:
