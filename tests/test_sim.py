@@ -336,3 +336,40 @@ def test_unknown_policy_lists_valid_ones():
 def test_missing_profile_is_named():
     with pytest.raises(ConfigError, match="profile"):
         simulate(make_scenario(), None)
+
+
+def two_requests(ram_gb):
+    sc = make_scenario(policy="reload", clips=2, ram_gb=ram_gb).with_changes(**{"workload.requests": 2,
+                                                                                "workload.think_s": 5.0})
+    return simulate(sc, make_profile())
+
+
+def test_requests_page_cache_keeps_files_while_ram_allows():
+    """reload reloads per request; between requests the page cache keeps the weight files (0.9 GB)
+    when RAM allows: generous RAM, request 2 reads nothing; 1.2 GB (script stage: 1.1 GB of process
+    memory, 0.1 GB free), the LRU cache has given every file up: request 2 reads them all again."""
+    files = {"video-encoder/fp32": GB // 4, "bert-decoder/fp32": GB // 8, "sentence-encoder/fp32": GB // 40,
+             "decoder/fp32": GB // 2}
+    for res, warm_again in ((two_requests(16), True), (two_requests(1.2), False)):
+        assert res.summary["completed"]
+        first = [ld for ld in res.loads if ld["request"] == 0]
+        second = [ld for ld in res.loads if ld["request"] == 1]
+        assert [ld["module"] for ld in first] == [ld["module"] for ld in second] == list(files)
+        assert all(not ld["warm"] and ld["read_bytes"] == files[ld["module"]] for ld in first)
+        assert all(ld["warm"] == warm_again for ld in second)
+        assert [ld["read_bytes"] for ld in second] == ([0] * 4 if warm_again else list(files.values()))
+    waits = [sp for sp in two_requests(16).trace.spans if sp.kind == "wait"]
+    assert len(waits) == 1 and waits[0].dur_s == pytest.approx(5.0)
+
+
+def test_runtime_file_pages_are_not_charged_against_the_limit():
+    """The limit charges process memory less the baseline's file pages (baseline_rss - baseline_anon)."""
+    prof = make_profile()
+    peak = simulate(make_scenario(policy="reload", clips=2), prof).summary["peak_bytes"]
+    tight = make_scenario(policy="reload", clips=2).with_changes(**{"device.ram_bytes": peak - 20_000_000})
+    assert not simulate(tight, prof).summary["completed"]
+    prof.baseline_anon_bytes = 60_000_000            # 40 MB of the 100 MB baseline are library pages
+    assert simulate(tight, prof).summary["completed"]
+    over = tight.with_changes(**{"device.ram_bytes": peak - 41_000_000})
+    res = simulate(over, prof)
+    assert not res.summary["completed"] and res.summary["oom_event"]["charged_bytes"] == res.summary["oom_event"]["total_bytes"] - 40_000_000
