@@ -107,7 +107,11 @@ def memory_rows(devices, presets, quants, policies, task="assembly", clips=5, pr
                         continue
                     row.update(peak_bytes=int(s["peak_bytes"]), e2e_s=float(s["e2e_s"]),
                                breakdown={k: int(s["breakdown_bytes"].get(k, 0)) for k in BREAKDOWN})
-                    row["headroom_bytes"] = row["ram_bytes"] - row["peak_bytes"]
+                    # what a RAM limit charges: the peak less the runtime's shared-library pages
+                    # (docs/running.md "RAM limits"; proven against real runs in docs/fidelity-ram.md)
+                    from ..sim.engine import uncharged_baseline
+                    row["charged_peak_bytes"] = row["peak_bytes"] - uncharged_baseline(prof)
+                    row["headroom_bytes"] = row["ram_bytes"] - row["charged_peak_bytes"]
                     row["fits"] = row["headroom_bytes"] >= 0
     return rows
 
@@ -120,7 +124,10 @@ def to_markdown(rows, title="Memory budget") -> str:
     head = ["device", "preset", "quant", "policy", "peak GB", *(LABELS[k] + " GB" for k in BREAKDOWN),
             "RAM GB", "headroom GB", "fits"]
     lines = [f"# {title}", "", "Peak RAM the pipeline needs (simulated with the limit lifted), its breakdown, "
-             "and the headroom against the device's RAM.", "",
+             "and the headroom against the device's RAM: the RAM less what a limit charges of the peak (the peak "
+             "less the runtime's shared-library pages, where the profile measured them). Where these figures come "
+             "from: the profiles named below, replayed by the simulator; how far its fit/out-of-memory predictions "
+             "hold against real runs under RAM limits: docs/fidelity-ram.md in the atomsim repository.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["error"]:
