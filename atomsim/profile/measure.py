@@ -467,6 +467,8 @@ def assemble(state: dict) -> Profile:
     assemble_s = Stat.of(base["assemble"]["samples"], base["assemble"]["warmups"]) if "assemble" in base else None
     has_memray = bool(base.get("memray"))
     n = cfg["samples"]
+    device = fingerprint.fingerprint(base, fingerprint.ops_seen(state["rounds"]))
+    emulated = device["emulation"]["emulated"]
     method = {
         "processes": "every load sample, and each round of a module's ops, run in a forked child of a fork server "
                      "that imported python, torch, transformers, torchao and atomsim, froze their objects "
@@ -526,7 +528,9 @@ def assemble(state: dict) -> Profile:
                                     "count".format(**base["assemble"]["reference"]) if "assemble" in base
                                     else "not measured (0)"),
         "memray": "installed" if has_memray else "not installed: transient_bytes from RSS only",
-        "device": "fingerprint.py: quantized_engines per backend and ops_affinity / ops_thread_cpus read in the "
+        "device": ("MEASURED UNDER EMULATION (" + "; ".join(device["emulation"]["evidence"]) + "): no figure "
+                   "here says anything about the speed of a CPU. " if emulated else "") +
+                  "fingerprint.py: quantized_engines per backend and ops_affinity / ops_thread_cpus read in the "
                   "processes that ran the ops; core_types from /proc/cpuinfo and /sys/devices/system/cpu; "
                   "emulation: measured under an emulator (qemu-user) when its evidence is not empty: then no "
                   "figure says anything about the speed of the CPU",
@@ -536,7 +540,7 @@ def assemble(state: dict) -> Profile:
     modules = {k: ModuleProfile.model_validate(v) for k, v in state["modules"].items()}
     prof = Profile(
         version=PROFILE_VERSION, source="measured", created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        preset=cfg["preset"], device=fingerprint.fingerprint(base, fingerprint.ops_seen(state["rounds"])), method=method,
+        preset=cfg["preset"], device=device, method=method,
         baseline_rss_bytes=int(base["rss"]), baseline_anon_bytes=int(base["anon"]) if base.get("anon") else None,
         storage_read_bytes_per_s=bw["bytes_per_s"], memray=has_memray,
         modules=modules, corun=[CoRun.model_validate(v) for v in state["corun"].values()],
