@@ -9,6 +9,7 @@ A step starts when its deps are done and every earlier step of its lane has star
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 from ..errors import ConfigError
 
@@ -52,9 +53,10 @@ class Plan:
     version: int = PLAN_VERSION
 
     def step(self, step_id: str) -> Step:
-        return self._index()[step_id]
+        return self._index[step_id]
 
-    def _index(self) -> dict[str, Step]:
+    @cached_property
+    def _index(self) -> dict[str, Step]:   # built once (the plan is frozen)
         return {s.id: s for s in self.steps}
 
     def to_dict(self) -> dict:
