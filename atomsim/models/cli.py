@@ -1,4 +1,4 @@
-"""`atomsim models list|build`. Imports nothing heavy at import time."""
+"""`atomsim models list|build|export`. Imports nothing heavy at import time."""
 from __future__ import annotations
 
 import sys
@@ -6,7 +6,7 @@ import sys
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("models", help="list and build the module zoo (model store)")
-    sub = p.add_subparsers(dest="models_command", metavar="{list,build}")
+    sub = p.add_subparsers(dest="models_command", metavar="{list,build,export}")
     ls = sub.add_parser("list", help="presets, modules, parameter counts and bytes on disk per backend")
     ls.add_argument("--preset", action="append", help="preset (repeatable; default: all)")
     ls.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
@@ -18,6 +18,14 @@ def register(subparsers) -> None:
     b.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     b.add_argument("--force", action="store_true", help="rebuild even if present")
     b.set_defaults(func=cmd_build)
+    e = sub.add_parser("export", help="export modules as ExecuTorch programs (.pte, XNNPACK) to copy to a phone")
+    e.add_argument("--format", default="pte", choices=("pte",))
+    e.add_argument("--preset", required=True)
+    e.add_argument("--model", action="append", help="model (repeatable; default: all)")
+    e.add_argument("--quant", default="executorch-xnnpack", help="executorch-xnnpack | executorch-xnnpack-int8")
+    e.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
+    e.add_argument("--out", required=True, help="directory for <model>.pte and manifest.json")
+    e.set_defaults(func=cmd_export)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 
 
@@ -76,4 +84,24 @@ def cmd_build(args) -> int:
                      progress=lambda msg: bar.set_postfix_str(msg))
             bar.update(1)
     sys.stdout.write(f"built {len(jobs)} module(s) of preset {args.preset} in {root}\n")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .executorch_backend import check_backend, export
+    from .specs import check
+    from . import store as st
+    check(preset=args.preset)
+    check_backend(args.quant)
+    for m in args.model or []:
+        check(model=m)
+    models = args.model or None
+    for m in models or ("video-encoder", "decoder", "bert-decoder", "sentence-encoder"):
+        st.build(args.preset, m, "fp32", store=args.store)   # programs are exported from the fp32 weights
+    manifest = export(args.preset, args.quant, args.out, models=models, store=args.store)
+    for prog in manifest["programs"]:
+        sys.stdout.write(f"{prog['program']}: {prog['bytes'] / 1e6:.1f} MB, exported in {prog['export_s']:.0f} s\n")
+    for m, why in manifest["not_exported"].items():
+        sys.stdout.write(f"{m}: {why}\n")
+    sys.stdout.write(f"wrote {args.out}/manifest.json\n")
     return 0

@@ -17,8 +17,9 @@ from .importers import ALL_FIGURES, Reading, bad, read
 
 
 def backends() -> tuple:
+    from ..models.executorch_backend import BACKENDS as ET
     from ..models.specs import BACKENDS
-    return tuple(dict.fromkeys(names.BACKENDS + tuple(BACKENDS)))
+    return tuple(dict.fromkeys(names.BACKENDS + tuple(BACKENDS) + ET))
 
 
 def parse_target(text: str) -> tuple[str, str, str]:

@@ -1,0 +1,231 @@
+"""ExecuTorch backends: the zoo's modules as `.pte` programs lowered to XNNPACK (ARM and x86 CPUs).
+
+- `executorch-xnnpack`: fp32.
+- `executorch-xnnpack-int8`: 8-bit dynamic activations, 8-bit per-channel weights, through
+  ExecuTorch's own `XNNPACKQuantizer` (`get_symmetric_quantization_config(is_per_channel=True,
+  is_dynamic=True)`) in torchao's pt2e flow (prepare_pt2e / convert_pt2e): the quantizer of the
+  backend that runs the program annotates exactly the patterns its partitioner lowers to XNNPACK's
+  dynamically quantized GEMMs (QD8-F32-QC8W), where torchao's tensor-subclass configs are not
+  lowered by the XNNPACK partitioner.
+
+Programs (one method `forward` each, every shape static but the decoder's sequence length):
+- video-encoder: frames [F, 3, S, S] -> feature vector (one forward).
+- sentence-encoder: input_ids, attention_mask [items, L] -> L2-normalized mean-pooled embeddings
+  (tokenizing stays in Python; texts padded to L tokens).
+- decoder (Llama): transformers' `TorchExportableModuleForDecoderOnlyLM` (a static KV cache held
+  in the program as mutable buffers), inputs_embeds [1, T, H] and cache_position [T] with T
+  dynamic: prefill is one call with the prompt, each decode step a call with one token; the
+  token loop stays in Python (greedy, batch 1: no beam, as the cache cannot be reordered from
+  outside the program).
+- bert-decoder: not exported (see `export_bert`: what fails).
+Export: torch.export -> `to_edge_transform_and_lower(..., partitioner=[XnnpackPartitioner()])`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..errors import ModelStoreError
+
+BACKENDS = ("executorch-xnnpack", "executorch-xnnpack-int8")
+SENTENCE_TOKENS = 64     # the sentence encoder's padded text length
+MAX_CACHE = 256          # the decoder's static cache: prompt plus generated tokens
+
+
+def check_backend(quant: str) -> None:
+    if quant not in BACKENDS:
+        from ..errors import valid_names
+        raise ModelStoreError(valid_names("ExecuTorch backend", quant, BACKENDS))
+
+
+class _Sentence:
+    """MiniLM with mean pooling and L2 norm, as zoo.minilm_embed, on token tensors."""
+
+    def __new__(cls, net):
+        import torch
+
+        class Wrap(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.bert = net.bert
+
+            def forward(self, input_ids, attention_mask):
+                hid = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                mask = attention_mask.unsqueeze(-1).to(hid.dtype)
+                pooled = (hid * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                return torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return Wrap().eval()
+
+
+def example_inputs(model: str, net, shape: dict) -> tuple[object, tuple, dict | None]:
+    """(module to export, example args, dynamic shapes) of one program."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    if model == "video-encoder":
+        f, s = shape.get("frames", 6), shape.get("frame_size", 224)
+        return net, (torch.randn(f, 3, s, s, generator=g),), None
+    if model == "sentence-encoder":
+        n = shape.get("items", 5)
+        ids = torch.randint(1000, 2000, (n, SENTENCE_TOKENS), generator=g)
+        return _Sentence(net), (ids, torch.ones(n, SENTENCE_TOKENS, dtype=torch.long)), None
+    if model == "decoder":
+        return _llama(net, shape)
+    raise ModelStoreError(export_bert())
+
+
+def _llama(net, shape):
+    import torch
+    from transformers.integrations.executorch import TorchExportableModuleForDecoderOnlyLM
+    lm = net.lm
+    lm.generation_config.cache_implementation = "static"
+    lm.config.use_cache = True
+    wrap = TorchExportableModuleForDecoderOnlyLM(lm, batch_size=1, max_cache_len=MAX_CACHE).eval()
+    t = 4
+    emb = torch.randn(1, t, lm.config.hidden_size)
+    seq = torch.export.Dim("seq", min=1, max=MAX_CACHE - 1)
+    return wrap.model, (), {"kwargs": {"inputs_embeds": emb, "cache_position": torch.arange(t)},
+                            "dynamic_shapes": {"inputs_embeds": {1: seq}, "cache_position": {0: seq}},
+                            # strict (dynamo) export: the non-strict graph of the static cache fails in
+                            # to_edge's run_decompositions ("expected compiled_fn to be GraphModule")
+                            "strict": True}
+
+
+def export_bert() -> str:
+    return ("bert-decoder: not exported: its caption loop feeds a cross-attention cache "
+            "(EncoderDecoderCache of DynamicCache) that transformers' executorch integration has no static "
+            "exportable wrapper for (Seq2SeqLMDecoderExportableModuleWithStaticCache expects an encoder-decoder "
+            "model with get_encoder()/get_decoder(), which BertLMHeadModel is not)")
+
+
+def _quantize(module, args, kwargs):
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                        get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    import torch
+    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    gm = torch.export.export(module, args, kwargs=kwargs.get("kwargs"), dynamic_shapes=kwargs.get("dynamic_shapes"),
+                             strict=kwargs.get("strict", False)).module()
+    gm = prepare_pt2e(gm, q)
+    gm(*args, **(kwargs.get("kwargs") or {}))   # calibration pass (dynamic activations need none, the observers do)
+    return convert_pt2e(gm)
+
+
+def lower(module, args, kwargs: dict | None, quant: str):
+    """The program's bytes: torch.export, (int8: XNNPACK's quantizer), XNNPACK partitioner."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    kwargs = kwargs or {}
+    if quant == "executorch-xnnpack-int8":
+        module = _quantize(module, args, kwargs)
+    with torch.no_grad():
+        ep = torch.export.export(module, args, kwargs=kwargs.get("kwargs"),
+                                 dynamic_shapes=kwargs.get("dynamic_shapes"), strict=kwargs.get("strict", False))
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def program_inputs(model: str, args, kwargs) -> list[dict]:
+    """What the program expects, for the manifest: name, dtype, shape (None: dynamic)."""
+    if kwargs:
+        ks = kwargs["kwargs"]
+        return [{"name": k, "dtype": str(v.dtype).replace("torch.", ""),
+                 "shape": [None if i in (kwargs["dynamic_shapes"].get(k) or {}) else d for i, d in enumerate(v.shape)]}
+                for k, v in ks.items()]
+    names = {"video-encoder": ["frames"], "sentence-encoder": ["input_ids", "attention_mask"]}[model]
+    return [{"name": n, "dtype": str(a.dtype).replace("torch.", ""), "shape": list(a.shape)} for n, a in zip(names, args)]
+
+
+def export_module(preset: str, model: str, quant: str, out_dir, store=None, shape=None) -> dict:
+    """Export one zoo module (the store's fp32 weights) into out_dir/<model>.pte; its manifest entry."""
+    from . import load, spec
+    check_backend(quant)
+    if model == "bert-decoder":
+        raise ModelStoreError(export_bert())
+    shape = dict(spec(preset, model).op_defaults.get(next(iter(spec(preset, model).op_defaults)), {}), **(shape or {}))
+    mod = load(preset, model, "fp32", store=store)
+    t0 = time.perf_counter()
+    module, args, kwargs = example_inputs(model, mod.net, shape)
+    try:
+        data = lower(module, args, kwargs, quant)
+    except Exception as e:
+        raise ModelStoreError(f"{model}/{quant} ({preset}) cannot be exported: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300] if str(e) else ''}") from e
+    out = Path(out_dir) / f"{model}.pte"
+    from ..io import atomic_write_bytes
+    atomic_write_bytes(out, data)
+    entry = {"program": out.name, "model": model, "quant": quant, "preset": preset, "method": "forward",
+             "bytes": len(data), "inputs": program_inputs(model, args, kwargs), "shape": shape,
+             "export_s": round(time.perf_counter() - t0, 2)}
+    if model == "decoder":
+        entry.update(max_cache_len=MAX_CACHE, hidden_size=mod.net.lm.config.hidden_size,
+                     output="logits [1, T, vocab]", loop="prefill: one call with the prompt's embeddings and "
+                     "cache_position 0..T-1; each decode step: one token's embedding at the next position")
+    mod.free()
+    return entry
+
+
+def export(preset: str, quant: str, out_dir, models=None, store=None) -> dict:
+    """Export every exportable module; write out_dir/manifest.json. Returns the manifest."""
+    from .specs import MODELS
+    from ..io import atomic_write_json
+    manifest = {"preset": preset, "quant": quant, "programs": [], "not_exported": {}}
+    for m in models or MODELS:
+        try:
+            manifest["programs"].append(export_module(preset, m, quant, out_dir, store=store))
+        except ModelStoreError as e:
+            manifest["not_exported"][m] = str(e)
+    atomic_write_json(Path(out_dir) / "manifest.json", manifest)
+    return manifest
+
+
+def read_manifest(d) -> dict:
+    p = Path(d) / "manifest.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelStoreError(f"{p}: cannot read the programs' manifest: {e}") from None
+
+
+# ------------------------------------------------------------------ running programs
+
+def set_threads(threads: int) -> None:
+    """XNNPACK's thread pool of this process (executor_runner's --cpu_threads)."""
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    _unsafe_reset_threadpool(int(threads))
+
+
+def load_program(path):
+    """The program's `forward` method through executorch.runtime (file read plus load_method)."""
+    from executorch.runtime import Runtime
+    return Runtime.get().load_program(Path(path)).load_method("forward")
+
+
+def run(method, *inputs):
+    return method.execute(list(inputs))
+
+
+def greedy(method, embed, prefix_embeds, tokens: int) -> list[int]:
+    """The decoder's token loop in Python: prefill with `prefix_embeds` [1, T, H], then one decode
+    step per token (the static cache lives in the program). Greedy, batch 1."""
+    import torch
+    t = prefix_embeds.shape[1]
+    logits = run(method, prefix_embeds, torch.arange(t))[0]
+    out = []
+    for i in range(tokens):
+        tok = int(torch.argmax(logits[0, -1]))
+        out.append(tok)
+        if i + 1 < tokens:
+            logits = run(method, embed[tok].reshape(1, 1, -1), torch.tensor([t + i]))[0]
+    return out
+
+
+def etdump_run(path, inputs: tuple, etdump_path, runs: int = 3, threads: int = 1):
+    """Run a program `runs` times with ETDump on (as executor_runner --etdump_path does) and write the dump."""
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+    set_threads(threads)
+    m = _load_for_executorch(str(path), enable_etdump=True, debug_buffer_size=0)
+    for _ in range(runs):
+        m.forward(inputs)
+    m.write_etdump_result_to_file(str(etdump_path))
+    return Path(etdump_path)
