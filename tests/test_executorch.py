@@ -168,3 +168,21 @@ def test_profile_an_exported_module_from_its_etdump(programs, tmp_path):
     m = prof.modules["video-encoder/executorch-xnnpack"]
     assert m.ops["encode"].latency_s["1"].n == 3 and m.file_bytes == pte.stat().st_size
     assert "ops.encode.latency_s.1" in written
+
+
+def test_profile_programs_measures_every_figure_of_the_encoder(programs, tmp_path, capsys):
+    from atomsim.profile.executorch_profile import planned_bytes
+    root, _, _ = programs
+    d = root / "executorch-xnnpack-int8"
+    into = tmp_path / "host-et.json"
+    assert main(["profile", "programs", str(d), "--into", str(into), "--threads", "1,2", "--runs", "2",
+                 "--loads", "2", "--device", "host"]) == 0
+    assert "video-encoder: profiled" in capsys.readouterr().out
+    p = load_profile(into)
+    m = p.module("video-encoder", "executorch-xnnpack-int8")   # raises if a figure the simulator needs is empty
+    assert m.missing("encode") == [] and p.baseline_rss_bytes > 0
+    assert sorted(m.ops["encode"].latency_s) == ["1", "2"] and m.ops["encode"].latency_s["2"].n == 2
+    assert m.load.cold_s.n == 2 and m.load.warm_s.n == 2 and m.load.cold_evicted in (True, None)
+    assert m.ops["encode"].activation_peak_bytes == planned_bytes(d / "video-encoder.pte") > 0
+    assert m.ops["encode"].input_bytes == 6 * 3 * 224 * 224 * 4
+    assert m.file_bytes == (d / "video-encoder.pte").stat().st_size

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true", help="ignore <out>.partial.json")
     p.add_argument("--out", help="output profile (JSON)")
     p.set_defaults(func=run_profile)
-    sub = p.add_subparsers(dest="profile_command", metavar="{show,compare,export,import" + (",project" if _project() else "") + "}")
+    sub = p.add_subparsers(dest="profile_command", metavar="{show,compare,export,import,programs" + (",project" if _project() else "") + "}")
     sub.required = False
     s = sub.add_parser("show", help="print a profile as a table")
     s.add_argument("file")
@@ -59,9 +59,17 @@ def register(subparsers) -> None:
                     help="what the file measured, e.g. video-encoder/executorch-xnnpack:encode")
     im.add_argument("--into", required=True, metavar="PROFILE", help="profile to add to (created if absent)")
     im.add_argument("--device", help="the device's name (else what the file says)")
-    im.add_argument("--threads", type=int, help="threads of the run, where the file does not say (ETDump, Minibench, AI Hub)")
+    im.add_argument("--threads", type=positive_int, help="threads of the run, where the file does not say (ETDump, Minibench, AI Hub)")
     im.add_argument("--program", metavar="PTE", help="etdump: the .pte it ran (the dump is checked against it)")
     im.set_defaults(func=run_import)
+    pr = sub.add_parser("programs", help="measure exported ExecuTorch programs (atomsim models export) on this machine")
+    pr.add_argument("dir", help="directory of <model>.pte and manifest.json")
+    pr.add_argument("--into", required=True, metavar="PROFILE", help="profile to add to (created if absent)")
+    pr.add_argument("--threads", type=positive_ints, default=[1], help="XNNPACK thread counts, e.g. 1,2 (default 1)")
+    pr.add_argument("--runs", type=positive_int, default=5, help="executions per thread count (default 5)")
+    pr.add_argument("--loads", type=positive_int, default=3, help="cold and warm loads each (default 3)")
+    pr.add_argument("--device", help="device name recorded with each figure")
+    pr.set_defaults(func=run_programs)
     proj = _project()
     if proj is not None:
         proj.register_project(sub)
@@ -158,4 +166,14 @@ def run_import(args) -> int:
     print(f"imported {', '.join(written)} of {args.target.partition(':')[0]} from {args.file} into {args.into}")
     if lacking:
         print(f"not in the {args.format} file (left empty): {', '.join(lacking)}")
+    return 0
+
+
+def run_programs(args) -> int:
+    from .executorch_profile import profile_programs
+    done = profile_programs(args.dir, args.into, threads=args.threads, runs=args.runs, n_loads=args.loads,
+                            device=args.device)
+    for model, what in done.items():
+        print(f"{model}: {what}")
+    print(f"wrote {args.into}")
     return 0
