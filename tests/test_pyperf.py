@@ -120,4 +120,15 @@ def test_export_is_atomic_and_gzip(tmp_path, monkeypatch, capsys):
     gz = tmp_path / "p.json.gz"
     assert main(["profile", "export", str(tmp_path / "p.json"), "--pyperf", str(gz)]) == 0
     assert len(pyperf.BenchmarkSuite.load(str(gz))) == 8
-    assert "left out (value <= 0, which pyperf refuses): video-encoder/fp32 load transient high" in capsys.readouterr().out
+    assert "left out (empty, or <= 0, which pyperf refuses): video-encoder/fp32 load transient high" in capsys.readouterr().out
+
+
+def test_export_of_an_imported_profile_leaves_out_its_empty_figures(tmp_path):
+    from atomsim.profile.imports import import_file
+    from pathlib import Path
+    fixture = Path(__file__).parent / "fixtures" / "phone-tools" / "llama-bench.json"
+    import_file(fixture, "llama-bench", "decoder/fp32:generate", tmp_path / "p.json")
+    assert main(["profile", "export", str(tmp_path / "p.json"), "--pyperf", str(tmp_path / "p.pyperf.json")]) == 0
+    suite = pyperf.BenchmarkSuite.load(str(tmp_path / "p.pyperf.json"))
+    assert sorted(suite.get_benchmark_names()) == ["decoder/fp32:generate @2t", "decoder/fp32:generate @4t"]
+    assert "decoder/fp32 load cold" in suite.get_metadata()["atomsim_left_out"]

@@ -154,7 +154,7 @@ def run_export(args) -> int:
     from ..schema.profile import load_profile
     from .pyperf_io import export_pyperf
     n, left_out = export_pyperf(load_profile(args.file), args.pyperf)
-    extra = f"; left out (value <= 0, which pyperf refuses): {', '.join(left_out)}" if left_out else ""
+    extra = f"; left out (empty, or <= 0, which pyperf refuses): {', '.join(left_out)}" if left_out else ""
     print(f"wrote {args.pyperf} ({n} pyperf benchmarks{extra})")
     return 0
 

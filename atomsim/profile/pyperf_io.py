@@ -14,8 +14,8 @@ Every sample series becomes one pyperf benchmark, written with pyperf's own API
 A series is one pyperf run: the profile keeps its samples, not which process took each. A run's
 `duration` is the sum of its timed samples and warm-ups (0 for a memory figure, which is a
 reading, not timed work): without it pyperf would add up bytes as seconds.
-pyperf refuses values <= 0: such figures (a zero activation peak, an empty load range) are left
-out and listed in the suite's metadata (`atomsim_left_out`).
+pyperf refuses values <= 0: such figures (a zero activation peak, an empty load range), and the
+figures an import left empty, are left out and listed in the suite's metadata (`atomsim_left_out`).
 """
 from __future__ import annotations
 
@@ -33,20 +33,25 @@ def series(p: Profile) -> list[tuple[str, str, list[float], list[float]]]:
     out = []
     for k in sorted(p.modules):
         m = p.modules[k]
-        out.append((f"{k} load cold", "second", m.load.cold_s.samples, m.load.cold_s.warmups))
-        out.append((f"{k} load warm", "second", m.load.warm_s.samples, m.load.warm_s.warmups))
+        for name, st in ((f"{k} load cold", m.load.cold_s), (f"{k} load warm", m.load.warm_s)):
+            out.append((name, "second", st.samples if st else [], st.warmups if st else []))
         for op in sorted(m.ops):
             o = m.ops[op]
             for t in o.threads():
                 st: Stat = o.latency_s[str(t)]
                 out.append((f"{k}:{op} @{t}t", "second", st.samples, st.warmups))
-        out.append((f"{k} resident", "byte", [m.resident_bytes], []))
-        out.append((f"{k} file", "byte", [m.file_bytes], []))
+        out.append((f"{k} resident", "byte", _one(m.resident_bytes), []))
+        out.append((f"{k} file", "byte", _one(m.file_bytes), []))
         out.append((f"{k} load transient high", "byte", [m.load.transient_bytes[1]], []))
         for op in sorted(m.ops):
-            out.append((f"{k}:{op} activation peak", "byte", [m.ops[op].activation_peak_bytes], []))
-    out.append(("baseline rss", "byte", [p.baseline_rss_bytes], []))
+            out.append((f"{k}:{op} activation peak", "byte", _one(m.ops[op].activation_peak_bytes), []))
+    out.append(("baseline rss", "byte", _one(p.baseline_rss_bytes), []))
     return out
+
+
+def _one(value) -> list:
+    """A single figure as a series; none where the profile has no figure (an import left it empty)."""
+    return [] if value is None else [value]
 
 
 def _suite_metadata(p: Profile) -> dict:
