@@ -16,3 +16,18 @@ __version__ = "0.1.0"
 # fp32 encode 1.10-1.55 s -> 1.15-1.17 s. Profiler and runner both run under it, so figures
 # taken by one hold for the other; set THP_MEM_ALLOC_ENABLE=0 beforehand to measure without.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
+def _quiet_import_noise() -> None:
+    """Drop two warnings every torch command printed, about nothing atomsim uses: torchao's CUDA
+    kernels that a CPU build cannot load, and torch's notice on Enum pytree registration."""
+    import logging
+
+    def drop(logger: str, start: str, contains: str) -> None:
+        logging.getLogger(logger).addFilter(
+            lambda r: not (str(r.msg).startswith(start) and contains in str(r.getMessage())))
+    drop("torchao", "Failed to load", ".so")
+    drop("torch.utils._pytree", "%s is an Enum subclass", "natively supported")
+
+
+_quiet_import_noise()

@@ -307,3 +307,21 @@ def test_one_torn_line_in_a_sweeps_partial_keeps_the_points_after_it(tmp_path):
     p = tmp_path / "points.partial.jsonl"
     p.write_text('{"study": "fp"}\n{"index": 0, "e2e_s": 1}\n{"index": 1, "e2\n{"index": 2, "e2e_s": 3}\n')
     assert sorted(_read_partial(p, "fp")) == [0, 2]
+
+
+# ---- weak spots: noise
+def test_torch_imports_print_no_noise():
+    r = subprocess.run([sys.executable, "-c", "import atomsim.models, torchao.quantization, atomsim.run"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Failed to load" not in r.stderr and "Enum subclass" not in r.stderr, r.stderr
+
+
+def test_options_have_help():
+    from atomsim.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    commands = [sub["sweep"], sub["report"]._subparsers._group_actions[0].choices["memory"],
+                sub["models"]._subparsers._group_actions[0].choices["build"]]
+    for cmd in commands:
+        for action in cmd._actions:
+            assert action.help, f"{cmd.prog}: {action.option_strings or action.dest} has no help"
