@@ -325,3 +325,9 @@ def test_options_have_help():
     for cmd in commands:
         for action in cmd._actions:
             assert action.help, f"{cmd.prog}: {action.option_strings or action.dest} has no help"
+
+
+def test_top_k_above_the_clip_count_is_said(tmp_path, capsys):
+    sc = scenario(tmp_path, PAPER_SCENARIO.replace("top_k: 3", "top_k: 8"))
+    assert cli(["simulate", sc, "--policy", "reload", "--no-png", "--out", tmp_path / "o"]) == EXIT_OK
+    assert "top_k 8 is above the clip count 3: every clip is chosen" in capsys.readouterr().err
