@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,9 +24,7 @@ from atomsim.errors import EXIT_INTERRUPTED
 import test_report_fakes as fakes
 
 ROOT = Path(__file__).resolve().parent.parent
-ATOMSIM = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "atomsim"
-if not ATOMSIM.exists():
-    ATOMSIM = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "atomsim"
+ATOMSIM = Path(sys.executable).parent / "atomsim"   # the command of the environment running the tests
 PAPER = ROOT / "scenarios" / "paper" / "assembly-pixel_5a.yaml"
 TINY = ROOT / "scenarios" / "examples" / "assembly-tiny.yaml"
 TIMES = (1, 2)
