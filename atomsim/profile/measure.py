@@ -187,6 +187,8 @@ def module_profile(preset, model, quant, loads_cold, loads_warm, memray_r, ops_r
                          resident_file_bytes=None if wfile is None else int(wfile),
                          other_file_bytes=int(_med([r.get("other_file") or 0 for r in both])),
                          load=load, ops=ops,
+                         kept_after_free_bytes=(max(0, int(ops_r["kept_after_free"]))
+                                                if ops_r and ops_r.get("kept_after_free") is not None else None),
                          free_s=Stat.of(ops_r["free_s"] if isinstance(ops_r["free_s"], list) else [ops_r["free_s"]])
                          if ops_r and "free_s" in ops_r else None)
 
@@ -215,7 +217,8 @@ def merge_rounds(rounds: list) -> dict:
     rounds = [rd for rd in rounds if rd]
     first = rounds[0]
     out = {"ops": {}, "resident_after_load": first["resident_after_load"],
-           "resident_after_ops": first["resident_after_ops"], "free_s": [rd["free_s"] for rd in rounds]}
+           "resident_after_ops": first["resident_after_ops"], "free_s": [rd["free_s"] for rd in rounds],
+           "kept_after_free": first.get("kept_after_free")}
     for op, r0 in first["ops"].items():
         lat = {}
         for t in r0["latency"]:
@@ -492,6 +495,9 @@ def assemble(state: dict) -> Profile:
         "load.warm_s": "wall time of models.load in a fresh process after reading the weight files into the page cache",
         "load.bytes_read": "median /proc/self/io read_bytes during cold loads (storage reads)",
         "free_s": "wall time of Module.free() (drop references, gc.collect, malloc_trim) after the ops, one sample per module",
+        "kept_after_free_bytes": "anonymous memory that stays in the process once the module, after load and one call of "
+                                 "each op, is freed (gc, malloc_trim): the runtime's first-use state (kernels' buffers, "
+                                 "thread pools, caches), first round",
         "resident_bytes": "after load and one call of each op, gc and malloc_trim (resident_after_load_bytes: "
                           "right after load; mmap'd weights fault in on first use): growth of anonymous memory (smaps_rollup) plus resident "
                           "pages of mappings of the weight files (/proc/self/smaps); library code paged in by "

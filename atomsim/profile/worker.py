@@ -311,7 +311,11 @@ def _ops_in_lane(job, files, mem) -> dict:
     t0 = time.perf_counter()
     mod.free()
     free_s = time.perf_counter() - t0
-    return {"ops": res, "resident_after_load": after_load, "resident_after_ops": after_ops, "free_s": free_s, **seen}
+    del mod, fn, inputs
+    memory.settle()
+    kept = _resident(s0, files)   # what stays in the process once the module is freed
+    return {"ops": res, "resident_after_load": after_load, "resident_after_ops": after_ops, "free_s": free_s,
+            "kept_after_free": kept["anon"] if kept["anon"] is not None else kept["resident"], **seen}
 
 
 def job_corun(job) -> dict:

@@ -131,6 +131,8 @@ class ModuleProfile(BaseModel):
     resident_file_bytes: int | None = None
     load: Load
     free_s: Stat | None = None            # time to free the module (gc, malloc_trim); absent: 0
+    # anonymous memory that stays once the module is freed: the runtime's first-use state
+    kept_after_free_bytes: int | None = Field(default=None, ge=0)
     ops: dict[str, Op] = {}
     # figures taken from other tools' files (`atomsim profile import`), by figure path
     # ("load.cold_s", "ops.encode.latency_s.2", ...): where each came from (Provenance)

@@ -25,6 +25,8 @@ done and the lane is free.
   device is the profile's device, or `host` with a measured profile), else `file_bytes / storage bandwidth`; concurrent reads share
   the bandwidth. Warm: `load.warm_s` of CPU work only. The file is then in the page cache.
 - free step: takes the profile's `free_s` of one thread (0 if absent), then returns the weights; the file stays in the page cache while free RAM allows.
+  What stays of the module's first use (`kept_after_free_bytes`, measured) joins the baseline, up
+  to the largest such figure among the modules freed so far.
 - Loads and frees end with a heap trim (as `models.load` and `Module.free` call malloc_trim):
   the heap kept by ops that are not running is returned.
 - Out of memory: the run stops at that moment (`OutOfMemory`). What counts against the RAM
@@ -128,6 +130,7 @@ class Engine:
         self.held: dict[str, int] = {}      # op -> heap the allocator kept after it (until a trim)
         self.running: dict[str, str | None] = {}   # step id -> op key, for ops running now
         self.oom_event: dict | None = None
+        self.runtime_kept = 0               # baseline growth from freed modules' first-use state
         # (request, clip) -> bytes of the clip's decoded frames (from its decode until its encode returns)
         self.frames = {(s.request, s.clip): profile.modules[plan.instances[s.instance].key].ops[s.op].input_bytes
                        for s in plan.steps if s.kind == "run" and s.op == "encode" and s.instance is not None}
@@ -179,7 +182,13 @@ class Engine:
             free_s = m.free_s.median if m.free_s is not None else 0.0
             # garbage collection and returning pages: one thread of CPU work (none if unmeasured)
             yield self.cpu.run(s.id, 1, LatencyCurve({1: free_s}), None)
-            self.mem.change(s.id, weights=-m.resident_bytes)
+            # what the runtime keeps of a module's first use stays: the baseline grows to the
+            # largest such figure of the modules freed so far (the profiler measures each in a
+            # fresh process, so each figure holds the process-wide part once)
+            kept = min(m.kept_after_free_bytes or 0, m.resident_bytes)
+            grow = max(0, kept - self.runtime_kept)
+            self.runtime_kept += grow
+            self.mem.change(s.id, weights=-m.resident_bytes, baseline=grow)
             self._trim(s)
         else:
             raise ValueError(f"unknown step kind {s.kind!r} in step {s.id!r}")
