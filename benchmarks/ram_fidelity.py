@@ -99,6 +99,10 @@ def fit_and_outcomes(runs: Runs, sc_path, policy, smin: int) -> tuple[dict, list
     killed, done = [], []
     for o in outcomes:
         (done if o["measured"] == "completed" else killed).append(o["ram_limit_bytes"])
+    for key, r in runs.done.items():   # every earlier run of this plan bounds the boundary too (outcomes are monotone)
+        stem, pol, lim = key.split("/")
+        if stem == sc_path.stem and pol == policy:
+            (done if r["outcome"] == "completed" else killed).append(int(lim))
     step = OUTCOME_STEP
     while not killed:          # the real boundary lies lower: widen downwards
         step += OUTCOME_STEP
