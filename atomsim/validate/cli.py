@@ -67,5 +67,9 @@ def _validate(args: argparse.Namespace) -> int:
     e, p = s["e2e_abs_error_pct"], s["peak_abs_error_pct"]
     if e["median"] is not None:
         print(f"\nend-to-end |error| median {e['median']:.1f}% max {e['max']:.1f}%; peak |error| max {p['max']:.1f}%")
+    skipped = {r["name"]: r["skipped_videos"] for r in result["scenarios"] if r.get("skipped_videos")}
+    if skipped:
+        print("warning: videos skipped (unreadable; reasons in each run's results.json): "
+              + ", ".join(f"{k} {v}" for k, v in skipped.items()))
     print(f"wrote {args.out}/fidelity.json and fidelity.md")
     return 0

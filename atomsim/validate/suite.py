@@ -111,6 +111,7 @@ def compare_one(scenario: Scenario, profile: Profile, runs: list[tuple], out_dir
     row["quant"] = scenario.models.quant
     row["threads"] = scenario.threads.model_dump()
     row["evicted_before_run"] = evicted
+    row["skipped_videos"] = msummary.get("skipped", 0)
     if "repeats" in msummary:
         row["measured_repeats"] = msummary["repeats"]
     if msummary.get("ram_limit_bytes"):
