@@ -113,7 +113,9 @@ def _fill(into, model, quant, op, entry, ld, planned, baseline) -> None:
     if not data.get("device", {}).get("cores"):
         from importlib.metadata import version
         from .fingerprint import fingerprint
-        data["device"] = dict(fingerprint(), executorch=version("executorch"), **(data.get("device") or {}))
+        data["device"] = dict(fingerprint(), torch=version("torch"), executorch=version("executorch"),
+                              **(data.get("device") or {}))
+    data["preset"] = data.get("preset") or entry.get("preset")
     data.setdefault("method", {})["executorch"] = (
         "atomsim profile programs: latency from ETDump (Method::execute); loads cold (evicted) and warm in one "
         "process; resident = RSS growth over load_method; activation = planned memory; baseline = this process's RSS")
