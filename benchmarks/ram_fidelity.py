@@ -9,7 +9,7 @@ clips of a 15 s video the benchmark makes):
   deterministic) against the smallest limit at which the real run completes (bisection until
   the gap between a killed and a completed limit is at most 2% or 16 MB);
 - outcomes: the real run at the simulated minimum -10% and +10% (predicted: killed, completed);
-- page cache: a 3-request reload workload at a tight limit, where the simulator predicts the
+- page cache: a 3-request reload workload (1 clip) at a tight limit, where the simulator predicts the
   reloads of requests 2 and 3 read from storage, and at a generous one, where it predicts they
   do not: per load, predicted and measured bytes read and cold/warm;
 - end-to-end time of every completed run beside the simulated one (no bound: this machine's
@@ -40,11 +40,11 @@ FIT_BOUND_PCT, OUTCOME_STEP = 5.0, 0.10
 READ_TOL_PCT, READ_TOL_BYTES, COLD_AGREE = 10.0, 16 * MB, 0.90
 
 
-def scenario_file(d: Path, quant: str, profile: Path, requests: int = 1) -> Path:
+def scenario_file(d: Path, quant: str, profile: Path, requests: int = 1, clips: int = 2) -> Path:
     p = d / f"ram-{quant}-r{requests}.yaml"
     p.write_text(
         f"name: ram-{quant}{'' if requests == 1 else f'-{requests}req'}\ndevice: host\n"
-        f"workload: {{task: assembly, prompt: make a highlight reel, top_k: 2, requests: {requests}}}\n"
+        f"workload: {{task: assembly, prompt: make a highlight reel, top_k: 2, requests: {requests}, clips: {clips}}}\n"
         f"models: {{preset: small, quant: {quant}}}\npolicy: reload\nprofile: {profile}\n")
     return p
 
@@ -219,6 +219,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quant", action="append", default=None, help="fp32 | torch-dynamic-int8 (default both)")
     ap.add_argument("--policy", action="append", default=None)
     ap.add_argument("--commit", action="store_true", help="copy the report to docs/fidelity-ram.{md,json}")
+    ap.add_argument("--only", choices=("fit", "page-cache"), default=None, help="one part of the benchmark")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,17 +233,19 @@ def main(argv=None) -> int:
     report = {"fit": [], "outcomes": [], "loads": [], "times": []}
     for quant in a.quant or QUANTS:
         sc = scenario_file(out, quant, profile_path)
-        for policy in a.policy or POLICIES:
+        for policy in (a.policy or POLICIES) if a.only != "page-cache" else ():
             smin = sim_min_ram(sc, policy, profile, clips)
             print(f"{sc.stem} {policy}: simulated minimum {smin / MB:.0f} MB", flush=True)
             fit, outcomes = fit_and_outcomes(runs, sc, policy, smin)
             report["fit"].append({"scenario": sc.stem, "policy": policy, **fit})
             report["outcomes"] += [{"scenario": sc.stem, "policy": policy, **o} for o in outcomes]
             report["times"] += times(runs, sc, policy, profile, clips)
-        sc3 = scenario_file(out, quant, profile_path, requests=3)
-        rows, _ = page_cache(runs, sc3, profile, clips, sim_min_ram(sc3, "reload", profile, clips))
+        if a.only == "fit":
+            continue
+        sc3 = scenario_file(out, quant, profile_path, requests=3, clips=1)   # 1 clip: loads are what it is about
+        rows, _ = page_cache(runs, sc3, profile, 1, sim_min_ram(sc3, "reload", profile, 1))
         report["loads"] += rows
-        report["times"] += times(runs, sc3, "reload", profile, clips)
+        report["times"] += times(runs, sc3, "reload", profile, 1)
     report["meta"] = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {platform.node()}",
                       "profile": str(profile_path.relative_to(ROOT)) if profile_path.is_relative_to(ROOT) else str(profile_path),
                       "clips": clips, "video_s": 15.0}
