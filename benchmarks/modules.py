@@ -2,6 +2,7 @@
 
     python benchmarks/modules.py [--preset small] [--quant Q ...] [--repeat 5] [--warmup 1]
                                  [--threads 1 2] [--store DIR]
+    python benchmarks/modules.py --quant fp32 --quant executorch-xnnpack --quant executorch-xnnpack-int8
 
 Builds what is missing first (not timed). Load: median of `--loads` loads (the file is in the
 page cache after the first: warm load). Ops: median of `--repeat` runs after `--warmup`, shapes
@@ -36,10 +37,13 @@ def main(argv=None) -> int:
     import torch
     from atomsim import models
 
+    from atomsim.models.executorch_backend import BACKENDS as ET_BACKENDS
     quants = args.quant or list(models.BACKENDS)
+    et_quants = [q for q in quants if q in ET_BACKENDS]
+    quants = [q for q in quants if q not in ET_BACKENDS]
     mods = args.model or list(models.MODELS)
     for m in mods:
-        for q in quants:
+        for q in quants + (["fp32"] if et_quants else []):
             models.build(args.preset, m, q, store=args.store)
     rows = []
     print(f"preset {args.preset}, torch {torch.__version__}, cpu count {os.cpu_count()}, "
@@ -77,7 +81,65 @@ def main(argv=None) -> int:
                 rows.append(line)
                 print(line, flush=True)
             mod.free()
+    for q in et_quants:
+        et_rows(args, q, mods)
     return 0
+
+
+def et_rows(args, quant, mods):
+    """ExecuTorch rows: programs exported (not timed) into <store>/<preset>/executorch/<quant>/;
+    load = executorch.runtime load_program + load_method (file in the page cache: warm); ops run
+    through the program at each thread count of XNNPACK's pool (decoder: --prompt-tokens prefill
+    embeddings, then --gen-tokens greedy decode steps, as executorch_backend.greedy)."""
+    from pathlib import Path
+    from atomsim import models
+    from atomsim.models import executorch_backend as eb
+    out = models.default_store() if args.store is None else Path(args.store)
+    out = out / args.preset / "executorch" / quant
+    for m in mods:
+        pte = out / f"{m}.pte"
+        if not pte.exists():
+            try:
+                eb.export_module(args.preset, m, quant, out, store=args.store)
+            except Exception as e:   # bert-decoder; the int8 decoder (see executorch_backend)
+                print(f"{m + '/' + quant:36s} not exported: {str(e)[:160]}", flush=True)
+                continue
+        loads = []
+        for _ in range(args.loads):
+            t0 = time.perf_counter()
+            method = eb.load_program(pte)
+            loads.append(time.perf_counter() - t0)
+        fp = models.load(args.preset, m, "fp32", store=args.store)
+        op, call = _et_call(m, fp, method, args)
+        lat = []
+        for t in args.threads:
+            eb.set_threads(t)
+            for _ in range(args.warmup):
+                call()
+            xs = []
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                call()
+                xs.append(time.perf_counter() - t0)
+            lat.append(statistics.median(xs))
+        print(f"{m + '/' + quant:36s} {pte.stat().st_size / 1e6:7.1f} {statistics.median(loads):7.3f} {op:9s} "
+              + " ".join(f"{x:9.3f}" for x in lat), flush=True)
+        fp.free()
+
+
+def _et_call(model, fp, method, args):
+    import torch
+    from atomsim.models import executorch_backend as eb
+    if model == "video-encoder":
+        frames = fp.example_inputs("encode")[0]
+        return "encode", lambda: eb.run(method, frames)
+    if model == "sentence-encoder":
+        enc = fp.tokenizer(fp.example_inputs("embed")[0], padding="max_length", truncation=True,
+                           max_length=eb.SENTENCE_TOKENS, return_tensors="pt")
+        return "embed", lambda: eb.run(method, enc["input_ids"], enc["attention_mask"])
+    emb = fp.net.lm.model.embed_tokens.weight.detach()
+    prefix = emb[torch.arange(args.prompt_tokens) % emb.shape[0]].unsqueeze(0)
+    return "generate", lambda: eb.greedy(method, emb, prefix, args.gen_tokens)
 
 
 if __name__ == "__main__":
