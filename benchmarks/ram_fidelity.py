@@ -62,14 +62,21 @@ def sim_min_ram(sc_path, policy, profile, clips) -> int:
     return hi
 
 
-class Runs:
-    """Real runs under a limit, cached in runs.jsonl (resumable)."""
+class NotMeasured(Exception):
+    """--report-only: a run the report needs was not made."""
 
-    def __init__(self, out: Path, video: Path):
-        self.path, self.video, self.out = out / "runs.jsonl", video, out
+
+class Runs:
+    """Real runs under a limit, cached in runs.jsonl (resumable); `extra` run files are read too
+    (runs made by other invocations, e.g. one per policy in parallel); `offline`: make no run."""
+
+    def __init__(self, out: Path, video: Path, extra=(), offline: bool = False):
+        self.path, self.video, self.out, self.offline = out / "runs.jsonl", video, out, offline
         self.done = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
+        for path in [*extra, self.path]:
+            if not Path(path).exists():
+                continue
+            for line in Path(path).read_text().splitlines():
                 try:
                     r = json.loads(line)
                 except json.JSONDecodeError:
@@ -79,6 +86,8 @@ class Runs:
     def run(self, sc_path: Path, policy: str, limit: int) -> dict:
         from atomsim.run.limit import run_limited
         key = f"{sc_path.stem}/{policy}/{limit}"
+        if key not in self.done and self.offline:
+            raise NotMeasured(key)
         if key not in self.done:
             d = Path(tempfile.mkdtemp(dir=self.out, prefix="run-"))
             s = run_limited(sc_path, [self.video], d, limit, policy=policy, extra_args=["--no-progress"])
@@ -123,6 +132,27 @@ def fit_and_outcomes(runs: Runs, sc_path, policy, smin: int) -> tuple[dict, list
             "error_pct": round((smin - hi) / hi * 100, 2)}, outcomes
 
 
+def fit_from_cache(runs: Runs, sc_path, policy, smin: int) -> tuple[dict, list[dict]]:
+    """The fit and outcomes from the runs made (--report-only): a bracket where the bisection did
+    not finish, `status` saying which."""
+    below, above = int(smin * (1 - OUTCOME_STEP)), int(smin * (1 + OUTCOME_STEP))
+    made = {int(k.split("/")[2]): r["outcome"] for k, r in runs.done.items()
+            if k.split("/")[0] == sc_path.stem and k.split("/")[1] == policy}
+    outcomes = [{"ram_limit_bytes": lim, "predicted": pred, "measured": made[lim]}
+                for lim, pred in ((below, "oom-killed"), (above, "completed")) if lim in made]
+    done = [lim for lim, o in made.items() if o == "completed"]
+    killed = [lim for lim, o in made.items() if o != "completed"]
+    hi = min(done) if done else None
+    lo = max([k for k in killed if hi is None or k < hi], default=None)
+    finished = hi is not None and lo is not None and hi - lo <= max(16 * MB, 0.02 * hi)
+    fit = {"simulated_min_ram_bytes": smin, "measured_min_ram_bytes": hi, "killed_at_bytes": lo,
+           "error_pct": round((smin - hi) / hi * 100, 2) if hi else None,
+           "status": "bisected" if finished else f"not finished: {len(made)} runs made"}
+    if not finished and hi and lo:
+        fit["error_range_pct"] = [round((smin - hi) / hi * 100, 2), round((smin - lo) / lo * 100, 2)]
+    return fit, outcomes
+
+
 def page_cache(runs: Runs, sc3: Path, profile, clips: int, smin3: int) -> tuple[list[dict], dict]:
     """3-request reload at a tight and at a generous limit: per load, predicted vs measured reads."""
     rows, limits = [], {"tight": int(smin3 * 1.05), "generous": 8 * 10**9}
@@ -142,8 +172,9 @@ def page_cache(runs: Runs, sc3: Path, profile, clips: int, smin3: int) -> tuple[
 
 
 def check(report: dict) -> list[str]:
-    bad = [f"fit {f['scenario']}/{f['policy']}: {f['error_pct']:+.1f}%" for f in report["fit"]
-           if abs(f["error_pct"]) > FIT_BOUND_PCT]
+    bad = [f"fit {f['scenario']}/{f['policy']}: " + (f"{f['error_pct']:+.1f}%" if f["error_pct"] is not None else "")
+           + (f" ({f['status']})" if f.get("status", "bisected") != "bisected" else "") for f in report["fit"]
+           if f["error_pct"] is None or abs(f["error_pct"]) > FIT_BOUND_PCT or f.get("status", "bisected") != "bisected"]
     bad += [f"outcome {o['scenario']}/{o['policy']} at {o['ram_limit_bytes'] / MB:.0f} MB: predicted {o['predicted']}, "
             f"measured {o['measured']}" for o in report["outcomes"] if o["predicted"] != o["measured"]]
     loads = [ld for ld in report["loads"] if "error" not in ld]
@@ -175,10 +206,16 @@ def markdown(report: dict, bad: list[str]) -> str:
              f"`{m['profile']}`, small preset, assembly of the {m['clips']} clips of a {m['video_s']} s video. "
              "What a limit counts, and why: [docs/running.md](running.md#ram-limits).", "",
              "## Fit boundary: the smallest RAM at which the run completes", "",
-             "| scenario | policy | simulated (MB) | measured (MB) | killed at (MB) | error |", "|---|---|---|---|---|---|"]
+             "| scenario | policy | simulated (MB) | measured: completed at (MB) | killed at (MB) | error |",
+             "|---|---|---|---|---|---|"]
+    def mb(x):
+        return "-" if x is None else f"{x / MB:.0f}"
     for f in report["fit"]:
-        lines.append(f"| {f['scenario']} | {f['policy']} | {f['simulated_min_ram_bytes'] / MB:.0f} | "
-                     f"{f['measured_min_ram_bytes'] / MB:.0f} | {f['killed_at_bytes'] / MB:.0f} | {f['error_pct']:+.1f}% |")
+        err = "-" if f["error_pct"] is None else f"{f['error_pct']:+.1f}%"
+        if f.get("error_range_pct"):
+            err += f" (bisection not finished: {f['error_range_pct'][0]:+.1f}% .. {f['error_range_pct'][1]:+.1f}%)"
+        lines.append(f"| {f['scenario']} | {f['policy']} | {mb(f['simulated_min_ram_bytes'])} | "
+                     f"{mb(f['measured_min_ram_bytes'])} | {mb(f['killed_at_bytes'])} | {err} |")
     lines += ["", f"Bound: \\|error\\| <= {FIT_BOUND_PCT:.0f}% for every policy. The measured minimum is the smallest "
               "limit that completed; the run was killed at the limit beside it.", "",
               "## Outcomes at the simulated minimum -10% and +10%", "",
@@ -220,6 +257,9 @@ def main(argv=None) -> int:
     ap.add_argument("--policy", action="append", default=None)
     ap.add_argument("--commit", action="store_true", help="copy the report to docs/fidelity-ram.{md,json}")
     ap.add_argument("--only", choices=("fit", "page-cache"), default=None, help="one part of the benchmark")
+    ap.add_argument("--runs", nargs="*", default=(), metavar="JSONL", help="runs.jsonl files of other invocations to use")
+    ap.add_argument("--report-only", action="store_true",
+                    help="make no run: the report from the runs made (unfinished bisections as brackets)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,21 +269,24 @@ def main(argv=None) -> int:
     if not video.exists():
         make_video(video, seconds=15.0, width=320, height=240, fps=10)
     clips = 2
-    runs = Runs(out, video)
+    runs = Runs(out, video, extra=a.runs, offline=a.report_only)
     report = {"fit": [], "outcomes": [], "loads": [], "times": []}
     for quant in a.quant or QUANTS:
         sc = scenario_file(out, quant, profile_path)
         for policy in (a.policy or POLICIES) if a.only != "page-cache" else ():
             smin = sim_min_ram(sc, policy, profile, clips)
             print(f"{sc.stem} {policy}: simulated minimum {smin / MB:.0f} MB", flush=True)
-            fit, outcomes = fit_and_outcomes(runs, sc, policy, smin)
+            fit, outcomes = (fit_from_cache if a.report_only else fit_and_outcomes)(runs, sc, policy, smin)
             report["fit"].append({"scenario": sc.stem, "policy": policy, **fit})
             report["outcomes"] += [{"scenario": sc.stem, "policy": policy, **o} for o in outcomes]
             report["times"] += times(runs, sc, policy, profile, clips)
         if a.only == "fit":
             continue
         sc3 = scenario_file(out, quant, profile_path, requests=3, clips=1)   # 1 clip: loads are what it is about
-        rows, _ = page_cache(runs, sc3, profile, 1, sim_min_ram(sc3, "reload", profile, 1))
+        try:
+            rows, _ = page_cache(runs, sc3, profile, 1, sim_min_ram(sc3, "reload", profile, 1))
+        except NotMeasured as e:
+            rows = [{"scenario": sc3.stem, "case": "-", "ram_limit_bytes": 0, "error": f"not measured ({e})"}]
         report["loads"] += rows
         report["times"] += times(runs, sc3, "reload", profile, 1)
     report["meta"] = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {platform.node()}",
