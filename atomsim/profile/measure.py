@@ -62,9 +62,13 @@ class Workers:
             self.proc = subprocess.Popen([sys.executable, "-m", "atomsim.profile.worker", "serve"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                          text=True, env=self.env, start_new_session=True)
-            line = self.proc.stdout.readline()
-            if not line.strip().startswith('{"ready"'):
-                raise ProfileError(f"profile worker failed to start: {self._tail()}")
+            try:
+                line = self.proc.stdout.readline()
+                if not line.strip().startswith('{"ready"'):
+                    raise ProfileError(f"profile worker failed to start: {self._tail()}")
+            except BaseException as e:   # Ctrl-C while it starts: `with` calls no __exit__, stop it here
+                self.__exit__(type(e), e, e.__traceback__)
+                raise
         return self
 
     def __exit__(self, exc_type, *exc):

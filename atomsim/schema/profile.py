@@ -280,8 +280,8 @@ def _not_a_profile(data: dict, source: str) -> str | None:
     kinds = (("traceEvents", "a trace"), ("e2e_s", "a run or simulation summary"), ("workload", "a scenario"),
              ("grid", "a study"))
     looks = next((what for key, what in kinds if key in data), None)
-    if looks or "version" not in data:
-        return f"{source}: not a profile (no field 'modules')" + (f"; it looks like {looks}" if looks else "")
+    if looks:
+        return f"{source}: not a profile (no field 'modules'); it looks like {looks}"
     return None
 
 
