@@ -117,7 +117,8 @@ def test_generous_limit_completes_with_cgroup_figures(video, tiny_store, tmp_pat
 
 
 @pytest.mark.slow
-def test_sigint_mid_run_leaves_no_cgroup_and_no_process(video, tiny_store, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT to the group", "SIGTERM to atomsim"])
+def test_sigint_mid_run_leaves_no_cgroup_and_no_process(video, tiny_store, tmp_path, sig):
     parent = cgroup_or_skip()
     env = {**os.environ, "ATOMSIM_STORE": str(tiny_store)}
     cmd = [sys.executable, "-m", "atomsim", "run", str(TINY / "assembly-tiny.yaml"), "--videos", str(video),
@@ -129,7 +130,10 @@ def test_sigint_mid_run_leaves_no_cgroup_and_no_process(video, tiny_store, tmp_p
     cg = ours(parent, p.pid)
     assert cg, "no cgroup appeared"
     time.sleep(4)                                   # the child is importing or running
-    os.killpg(p.pid, signal.SIGINT)
+    if sig.startswith("SIGINT"):
+        os.killpg(p.pid, signal.SIGINT)
+    else:
+        os.kill(p.pid, signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err[-2000:]
     assert not cg[0].exists() and not ours(parent, p.pid)

@@ -217,6 +217,7 @@ def run_limited(scenario_path, videos, out_dir, limit_bytes: int, policy=None, s
            "--out", str(out_dir), "--policy", policy, "--store", str(store), "--events", str(events), *extra_args]
     cg = MemoryCgroup.create(limit_bytes)
     t_start = time.time()
+    old_term = _term_as_interrupt()
     try:
         child = subprocess.Popen(cmd, preexec_fn=cg.join)
         try:
@@ -233,6 +234,8 @@ def run_limited(scenario_path, videos, out_dir, limit_bytes: int, policy=None, s
                   "exit_status": rc, "wall_s": round(time.time() - t_start, 3), "ended_epoch": time.time()}
     finally:
         cg.remove()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     try:
         if record["oom_kills"] or rc == -signal.SIGKILL:
             return _killed_summary(sc, policy, out_dir, events, record)
@@ -245,13 +248,28 @@ def run_limited(scenario_path, videos, out_dir, limit_bytes: int, policy=None, s
         events.unlink(missing_ok=True)
 
 
+def _term_as_interrupt():
+    """SIGTERM stops a limited run as Ctrl-C does (child stopped, cgroup removed); returns the
+    previous handler (None off the main thread, where handlers cannot be set)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _instances(sc, policy):
     from ..plan import make_plan
     return make_plan(sc, policy, clips=1).instances.values()
 
 
 def _stop(child) -> None:
-    """SIGINT reached the child too (same process group): give it a moment, then kill it."""
+    """Ctrl-C reaches the child too (same process group), SIGTERM does not: interrupt it, give
+    it a moment to exit, then kill it."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
     try:
         child.wait(timeout=10)
     except subprocess.TimeoutExpired:
