@@ -266,8 +266,8 @@ def check_profile_fits(profile: Profile, profile_path, preset: str, keys=(), sce
     why = profile_mismatch(profile, preset, keys)
     if why:
         of = f" for {scenario_path}" if scenario_path else ""
-        raise ProfileError(f"profile {profile_path} does not fit{of}: {why}; profile that preset "
-                           f"(atomsim profile --preset {preset}), or pass --allow-profile-mismatch")
+        raise ProfileError(f"profile {profile_path} does not fit{of} (fields models.preset, models.quant): {why}; "
+                           f"profile them (atomsim profile --preset {preset}), or pass --allow-profile-mismatch")
 
 
 def _not_a_profile(data: dict, source: str) -> str | None:
