@@ -311,7 +311,7 @@ def _ops_in_lane(job, files, mem) -> dict:
     t0 = time.perf_counter()
     mod.free()
     free_s = time.perf_counter() - t0
-    del mod, fn, inputs
+    mod = fn = inputs = None   # drop the module and its op inputs before measuring what stays
     memory.settle()
     kept = _resident(s0, files)   # what stays in the process once the module is freed
     return {"ops": res, "resident_after_load": after_load, "resident_after_ops": after_ops, "free_s": free_s,
