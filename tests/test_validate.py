@@ -175,3 +175,14 @@ def test_importing_atomsim_turns_on_huge_pages_for_torch_unless_set_before():
     out = subprocess.run([sys.executable, "-c", "import os, atomsim; print(os.environ['THP_MEM_ALLOC_ENABLE'])"],
                          capture_output=True, text=True, env=env).stdout.strip()
     assert out == "1"
+
+
+def test_validate_refuses_a_profile_of_another_preset(tmp_path, capsys):
+    """Before any real run: a tiny scenario against the small-preset profile names both files."""
+    from atomsim.cli import main
+    root = Path(__file__).resolve().parent.parent
+    rc = main(["validate", str(root / "scenarios" / "examples" / "assembly-tiny.yaml"), "--profile",
+               str(root / "profiles" / "host-small-validation.json"), "--videos", str(tmp_path / "v.mp4"),
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "host-small-validation.json" in err and "assembly-tiny.yaml" in err and "preset" in err

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="real runs per scenario, in interleaved rounds; each compared through its median run (default 1)")
+    p.add_argument("--allow-profile-mismatch", action="store_true",
+                   help="compare even when the profile is of another preset or lacks a scenario's module")
     p.add_argument("--ram-limit", default=None, metavar="SIZE",
                    help="every real run inside a memory cgroup of this size (as atomsim run --ram-limit; 'device': "
                    "each scenario device's RAM), simulated on a device with that RAM; the report adds both outcomes")
@@ -58,6 +60,12 @@ def _validate(args: argparse.Namespace) -> int:
         profile = None
     else:
         profile, request = load_profile(args.profile), None
+        if not args.allow_profile_mismatch:   # another preset's profile would report nonsense errors
+            from ..plan import make_plan
+            from ..schema.profile import check_profile_fits
+            for path, sc in zip(_scenario_paths(args.scenarios), scenarios):
+                keys = {ref.key for ref in make_plan(sc, None, 1).instances.values()}
+                check_profile_fits(profile, args.profile, sc.models.preset, keys, path)
     result = validate_suite(scenarios, profile, args.videos, args.out, store=args.store, profile_path=args.profile,
                             repeat=args.repeat, measure_profile=request, ram_limit=args.ram_limit)
     print(fidelity_table(result))
