@@ -195,7 +195,7 @@ def times(runs: Runs, sc_path, policy, profile, clips) -> list[dict]:
         if stem == sc_path.stem and pol == policy and r["outcome"] == "completed":
             s = sim(sc_path, policy, int(lim), profile, clips).summary
             out.append({"scenario": stem, "policy": pol, "ram_limit_bytes": int(lim), "measured_e2e_s": r["e2e_s"],
-                        "simulated_e2e_s": round(s["e2e_s"], 3)})
+                        "simulated_e2e_s": round(s["e2e_s"], 3), "simulated_completed": s["completed"]})
     return out
 
 
@@ -237,8 +237,9 @@ def markdown(report: dict, bad: list[str]) -> str:
     lines += ["", "## End-to-end time of the completed runs (no bound: this machine's speed drifts)", "",
               "| scenario | policy | limit (MB) | measured (s) | simulated (s) |", "|---|---|---|---|---|"]
     for t in report["times"]:
+        sim_s = f"{t['simulated_e2e_s']:.2f}" if t.get("simulated_completed", True) else "out of memory"
         lines.append(f"| {t['scenario']} | {t['policy']} | {t['ram_limit_bytes'] / MB:.0f} | {t['measured_e2e_s']:.2f} | "
-                     f"{t['simulated_e2e_s']:.2f} |")
+                     f"{sim_s} |")
     lines += ["", "## Result", "", "Every bound holds." if not bad else "Bounds that do not hold:", ""]
     lines += [f"- {b}" for b in bad]
     return "\n".join(lines) + "\n"
