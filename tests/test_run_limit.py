@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import videos as tv  # noqa: E402
 
 from atomsim.cli import main  # noqa: E402
-from atomsim.errors import EXIT_OOM, ConfigError  # noqa: E402
+from atomsim.errors import EXIT_OOM  # noqa: E402
 from atomsim.run.limit import CgroupError, MemoryCgroup, parse_size  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,6 +7,9 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 
 _libc = None
 
@@ -102,3 +105,20 @@ def touch(paths, chunk: int = 8 << 20) -> int:
                     break
                 n += len(b)
     return n
+
+
+@contextmanager
+def scratch_file(directory, size: int, prefix: str, chunk: bytes):
+    """A file of about `size` bytes (whole `chunk`s, at least one) written to disk (fsync) in
+    `directory`; yields (path, bytes); removed afterwards. For timing storage and page-cache reads."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for _ in range(max(1, size // len(chunk))):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        yield name, os.path.getsize(name)
+    finally:
+        os.unlink(name)

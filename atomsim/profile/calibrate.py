@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -70,16 +69,8 @@ def storage_reads(directory, size: int, samples: int) -> dict:
     """Cold (evicted) and warm (page cache) sequential reads of a scratch file of `size` bytes."""
     from . import cache
     from ..schema.profile import Stat
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".atomsim-calibrate-", dir=directory)
-    chunk = os.urandom(1 << 20) * 4
     cold, warm, evicted = [], [], []
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for _ in range(max(1, size // len(chunk))):
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
+    with cache.scratch_file(directory, size, ".atomsim-calibrate-", os.urandom(1 << 20) * 4) as (name, real):
         for _ in range(samples):
             evicted.append(cache.evict_checked([name])["evicted"])
             t0 = time.perf_counter()
@@ -87,9 +78,6 @@ def storage_reads(directory, size: int, samples: int) -> dict:
             cold.append(time.perf_counter() - t0)
             xs, _ = _time_calls(lambda: cache.touch([name]), 1)
             warm.extend(xs)
-        real = os.path.getsize(name)
-    finally:
-        os.unlink(name)
     return {"bytes": real, "cold_s": Stat.of(cold).model_dump(), "warm_s": Stat.of(warm).model_dump(),
             "evicted": None if None in evicted else all(evicted)}
 

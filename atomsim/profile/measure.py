@@ -117,26 +117,13 @@ class Workers:
 
 def storage_read(directory, size: int, samples: int) -> dict:
     """Cold sequential read bandwidth of a scratch file in `directory` (evicted before each read)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".atomsim-bw-", dir=directory)
-    chunk = bytes(range(256)) * (4 << 12)  # 4 MiB
     xs, evicted = [], []
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for _ in range(max(1, size // len(chunk))):
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        real = os.path.getsize(name)
+    with cache.scratch_file(directory, size, ".atomsim-bw-", bytes(range(256)) * (4 << 12)) as (name, real):  # 4 MiB chunks
         for _ in range(samples):
-            ev = cache.evict_checked([name])
-            evicted.append(ev["evicted"])
+            evicted.append(cache.evict_checked([name])["evicted"])
             t0 = time.perf_counter()
             cache.touch([name])
             xs.append(time.perf_counter() - t0)
-    finally:
-        os.unlink(name)
     med = statistics.median(xs)
     return {"bytes": real, "seconds": Stat.of(xs).model_dump(), "bytes_per_s": real / med,
             "evicted": None if None in evicted else all(evicted)}

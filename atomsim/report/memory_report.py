@@ -72,6 +72,7 @@ def memory_rows(devices, presets, quants, policies, task="assembly", clips=5, pr
     from ..plan import make_plan
     from ..schema.profile import load_profile
     from ..schema.scenario import load_devices, scenario_from_mapping
+    from ..sim.engine import uncharged_baseline
     if simulate is None:
         from ..sim import simulate
     catalog = load_devices()
@@ -109,7 +110,6 @@ def memory_rows(devices, presets, quants, policies, task="assembly", clips=5, pr
                                breakdown={k: int(s["breakdown_bytes"].get(k, 0)) for k in BREAKDOWN})
                     # what a RAM limit charges: the peak less the runtime's shared-library pages
                     # (docs/running.md "RAM limits"; proven against real runs in docs/fidelity-ram.md)
-                    from ..sim.engine import uncharged_baseline
                     row["charged_peak_bytes"] = row["peak_bytes"] - uncharged_baseline(prof)
                     row["headroom_bytes"] = row["ram_bytes"] - row["charged_peak_bytes"]
                     row["fits"] = row["headroom_bytes"] >= 0

@@ -167,16 +167,16 @@ class MemoryCgroup:
         raise CgroupError(f"could not remove memory cgroup {self.path}")
 
 
-def plan_weight_files(sc, policy, store) -> list[str]:
-    """The weight files of every module the scenario's plan loads (its modules do not depend on
-    the clip count)."""
+def build_plan_modules(sc, policy, store) -> list[str]:
+    """Build (if needed: building is not the run) every module the scenario's plan loads; their
+    weight files. The plan's modules do not depend on the clip count."""
     from .. import models
     from ..plan import make_plan
-    plan = make_plan(sc, policy, clips=1)
-    files = []
-    for ref in plan.instances.values():
-        files += [str(p) for p in models.weight_files(sc.models.preset, ref.model, ref.quant, store=store)]
-    return sorted(set(files))
+    files = set()
+    for ref in {r.key: r for r in make_plan(sc, policy, clips=1).instances.values()}.values():
+        models.build(sc.models.preset, ref.model, ref.quant, store=store)
+        files.update(str(p) for p in models.weight_files(sc.models.preset, ref.model, ref.quant, store=store))
+    return sorted(files)
 
 
 def check_limit(limit_bytes: int, sc) -> None:
@@ -209,9 +209,7 @@ def run_limited(scenario_path, videos, out_dir, limit_bytes: int, policy=None, s
     check_limit(limit_bytes, sc)
     MemoryCgroup.find_parent()   # a clear error before any work
     store = Path(store) if store else models.default_store()
-    for ref in {r.key: r for r in _instances(sc, policy)}.values():
-        models.build(sc.models.preset, ref.model, ref.quant, store=store)   # building is not the run
-    evicted = evict(plan_weight_files(sc, policy, store))
+    evicted = evict(build_plan_modules(sc, policy, store))
     events = out_dir / ".events.jsonl"
     cmd = [sys.executable, "-m", "atomsim", "run", str(scenario_path), "--videos", *map(str, videos),
            "--out", str(out_dir), "--policy", policy, "--store", str(store), "--events", str(events), *extra_args]
@@ -258,11 +256,6 @@ def _term_as_interrupt():
     def handler(signum, frame):
         raise KeyboardInterrupt
     return signal.signal(signal.SIGTERM, handler)
-
-
-def _instances(sc, policy):
-    from ..plan import make_plan
-    return make_plan(sc, policy, clips=1).instances.values()
 
 
 def _stop(child) -> None:
