@@ -331,3 +331,11 @@ def test_top_k_above_the_clip_count_is_said(tmp_path, capsys):
     sc = scenario(tmp_path, PAPER_SCENARIO.replace("top_k: 3", "top_k: 8"))
     assert cli(["simulate", sc, "--policy", "reload", "--no-png", "--out", tmp_path / "o"]) == EXIT_OK
     assert "top_k 8 is above the clip count 3: every clip is chosen" in capsys.readouterr().err
+
+
+def test_validate_on_a_directory_without_scenarios_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = cli(["validate", tmp_path / "empty", "--profile", SMALL_PROFILE, "--videos", tmp_path / "v.mp4",
+              "--out", tmp_path / "o"])
+    assert rc == EXIT_ERROR and "no scenario" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "fidelity.json").exists()

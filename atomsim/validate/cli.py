@@ -31,10 +31,15 @@ def register(sub) -> None:
 
 def _scenario_paths(items) -> list:
     from pathlib import Path
+
+    from ..errors import ConfigError
     paths = []
     for item in items:
         p = Path(item)
-        paths.extend(sorted(p.glob("*.yaml")) if p.is_dir() else [p])
+        found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if p.is_dir() else [p]
+        if not found:
+            raise ConfigError(f"{p}: a directory with no scenario (*.yaml) in it")
+        paths.extend(found)
     return paths
 
 
