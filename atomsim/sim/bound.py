@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..schema.plan import Plan
 from ..schema.profile import Profile
 from ..schema.scenario import Device
-from .engine import op_curve, same_storage
+from .engine import same_storage, step_curves
 
 
 def lower_bound(plan: Plan, profile: Profile, device: Device, warm_start: bool = False) -> float:
@@ -25,9 +25,10 @@ def lower_bound(plan: Plan, profile: Profile, device: Device, warm_start: bool =
     core_s = 0.0
     seen_modules: set[str] = set()
     same = same_storage(profile, device)
+    curves = step_curves(profile, plan)
     for s in plan.steps:
         if s.kind == "run":
-            curve, key = op_curve(profile, plan, s)
+            curve, key = curves[s.id]
             factor = 1.0
             if key is not None:
                 for c in profile.corun:

@@ -77,11 +77,27 @@ def op_curve(profile: Profile, plan: Plan, step: Step) -> tuple[LatencyCurve, st
     return LatencyCurve(points, factor), f"{ref.key}:{step.op}"
 
 
+def step_curves(profile: Profile, plan: Plan) -> dict[str, tuple[LatencyCurve, str | None]]:
+    """op_curve of every run step, computed once per distinct (module, op, items, tokens)."""
+    seen: dict[tuple, tuple[LatencyCurve, str | None]] = {}
+    out = {}
+    for s in plan.steps:
+        if s.kind != "run":
+            continue
+        k = (plan.instances[s.instance].key if s.instance else None, s.op, s.args.get("items"), s.args.get("tokens"))
+        if k not in seen:
+            seen[k] = op_curve(profile, plan, s)
+        out[s.id] = seen[k]
+    return out
+
+
 def check_profile(profile: Profile, plan: Plan) -> None:
     """Raise ProfileError naming the module and op when the profile lacks what the plan needs."""
+    checked = set()
     for s in plan.steps:
-        if s.instance is None:
+        if s.instance is None or (s.instance, s.kind == "run" and s.op) in checked:
             continue
+        checked.add((s.instance, s.kind == "run" and s.op))
         ref = plan.instances[s.instance]
         if s.kind == "run":
             try:
@@ -135,7 +151,7 @@ class Engine:
         self.frames = {(s.request, s.clip): profile.modules[plan.instances[s.instance].key].ops[s.op].input_bytes
                        for s in plan.steps if s.kind == "run" and s.op == "encode" and s.instance is not None}
         self.done = {s.id: self.env.event() for s in plan.steps}
-        self.curves = {s.id: op_curve(profile, plan, s) for s in plan.steps if s.kind == "run"}
+        self.curves = step_curves(profile, plan)
         if warm_start:
             for key in sorted({r.key for r in plan.instances.values()}):
                 m = profile.modules[key]
