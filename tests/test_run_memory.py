@@ -1,6 +1,9 @@
 """Freeing a module returns its memory (small preset, fp32): RSS after free within 10% of before load."""
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 
@@ -33,3 +36,38 @@ def test_free_returns_memory(tmp_path_factory, model):
     after = rss_bytes()
     assert loaded > before
     assert after <= before * 1.10, f"RSS {before / 1e6:.0f} MB -> loaded {loaded / 1e6:.0f} -> freed {after / 1e6:.0f}"
+
+
+ARENA_PROBE = """
+import ctypes, os, sys, threading
+import atomsim
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+start = threading.Barrier(8)
+def work():
+    start.wait()
+    for _ in range(200):
+        libc.free(libc.malloc(1 << 20))
+threads = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(os.environ["MALLOC_ARENA_MAX"], flush=True)
+libc.malloc_stats()   # glibc: one 'Arena N:' block per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc arenas")
+def test_importing_atomsim_caps_malloc_arenas_at_two_unless_set_before():
+    """8 threads malloc at once: under the cap (set by `import atomsim`, for this process through
+    mallopt and for its children through the environment) they share 2 arenas; with
+    MALLOC_ARENA_MAX=8 set beforehand, glibc gives them more (the check can fail)."""
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def arenas(**extra):
+        p = subprocess.run([sys.executable, "-c", ARENA_PROBE], capture_output=True, text=True, env={**env, **extra})
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip(), p.stderr.count("Arena ")
+    assert arenas() == ("2", 2)
+    value, n = arenas(MALLOC_ARENA_MAX="8")
+    assert value == "8" and n > 2
