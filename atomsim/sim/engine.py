@@ -170,8 +170,9 @@ class Engine:
 
     def _lane(self, steps: list[Step]):
         for s in steps:
-            if s.deps:
-                yield self.env.all_of([self.done[d] for d in s.deps])
+            waiting = [self.done[d] for d in s.deps if not self.done[d].processed]
+            if waiting:   # deps already done cost no event
+                yield self.env.all_of(waiting)
             start = self.env.now
             try:
                 yield from self._execute(s)
