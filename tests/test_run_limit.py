@@ -191,3 +191,27 @@ def test_three_requests_load_per_request_or_once(tiny_store, tmp_path, policy, l
     sim = simulate(sc.with_changes(**{"workload.clips": 1}), load_profile(ROOT / "profiles" / "host-small-validation.json"),
                    policy=policy)
     assert sorted(ld["module"] for ld in sim.loads) == sorted(measured)
+
+
+def test_cgroup_v2_files_in_a_fake_hierarchy(tmp_path, monkeypatch):
+    """This machine's memory controller is on cgroup v1, so v2 is checked on a directory laid out
+    as a v2 root with the memory controller enabled for children: memory.max and memory.swap.max written,
+    the peak from memory.peak and OOM kills from memory.events."""
+    import atomsim.run.limit as limit
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("memory pids\n")   # enabled for children
+    monkeypatch.setattr(limit, "CGROUP_ROOT", tmp_path)
+    real_mkdir = Path.mkdir
+
+    def mkdir_like_cgroupfs(self, *a, **k):   # the kernel makes a new cgroup's files
+        real_mkdir(self, *a, **k)
+        (self / "memory.swap.max").write_text("max\n")
+    monkeypatch.setattr(Path, "mkdir", mkdir_like_cgroupfs)
+    cg = MemoryCgroup.create(300 * 10**6, name="t")
+    assert cg.version == 2 and cg.path == tmp_path / "t"
+    assert (cg.path / "memory.max").read_text().strip() == str(300 * 10**6)
+    assert (cg.path / "memory.swap.max").read_text().strip() == "0"
+    assert cg.peak_bytes() is None and cg.oom_kills() == 0
+    (cg.path / "memory.peak").write_text("123456\n")
+    (cg.path / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n")
+    assert cg.peak_bytes() == 123456 and cg.oom_kills() == 1
