@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from ..procfs import malloc_trim
-from .specs import BACKENDS, MODELS, OPS, PAPER_TARGETS, PRESETS, SEED, ModelSpec, default_store
+from .specs import BACKENDS, EXECUTORCH_BACKENDS, MODELS, OPS, PAPER_TARGETS, PRESETS, SEED, ModelSpec, default_store
+from .specs import check as specs_check
 from .store import build, weight_files
 
-__all__ = ["PRESETS", "MODELS", "BACKENDS", "OPS", "PAPER_TARGETS", "ModelSpec", "Module", "default_store",
+__all__ = ["PRESETS", "MODELS", "BACKENDS", "EXECUTORCH_BACKENDS", "OPS", "PAPER_TARGETS", "ModelSpec", "Module", "default_store",
            "spec", "build", "load", "weight_files", "malloc_trim", "estimate_file_bytes"]
 
 _SPEC_CACHE: dict = {}
@@ -157,7 +158,15 @@ def load(preset, model, quant, store=None, path=None, verify=False, eager=True) 
     for fp32/torchao, anonymous memory for torch-dynamic-int8 whose weights are repacked).
     `verify` also checks the sha256 of the weight file (costs a full extra read).
     Before returning, the load's temporaries are collected and the heap trimmed, so that what
-    the process keeps is the module (without it, glibc holds the freed temporaries as RSS)."""
+    the process keeps is the module (without it, glibc holds the freed temporaries as RSS).
+    An ExecuTorch backend returns a ProgramModule (executorch_module.py): the same ops, run by its program."""
+    if quant in EXECUTORCH_BACKENDS:
+        from .executorch_module import load as load_program
+        specs_check(preset, model, quant)
+        mod = load_program(preset, model, quant, store=store, path=path, verify=verify)
+        gc.collect()
+        malloc_trim()
+        return mod
     from .store import load_net
     net, meta, d = load_net(preset, model, quant, store=store, path=path, verify=verify, eager=eager)
     gc.collect()

@@ -90,17 +90,15 @@ def cmd_build(args) -> int:
 def cmd_export(args) -> int:
     from .executorch_backend import check_backend, export
     from .specs import check
-    from . import store as st
     check(preset=args.preset)
     check_backend(args.quant)
     for m in args.model or []:
         check(model=m)
     models = args.model or None
-    for m in models or ("video-encoder", "decoder", "bert-decoder", "sentence-encoder"):
-        st.build(args.preset, m, "fp32", store=args.store)   # programs are exported from the fp32 weights
     manifest = export(args.preset, args.quant, args.out, models=models, store=args.store)
     for prog in manifest["programs"]:
-        sys.stdout.write(f"{prog['program']}: {prog['bytes'] / 1e6:.1f} MB, exported in {prog['export_s']:.0f} s\n")
+        sys.stdout.write(f"{prog['program']}: {prog['bytes'] / 1e6:.1f} MB (exported in {prog['export_s']:.0f} s, "
+                         f"kept in the model store)\n")
     for m, why in manifest["not_exported"].items():
         sys.stdout.write(f"{m}: {why}\n")
     sys.stdout.write(f"wrote {args.out}/manifest.json\n")

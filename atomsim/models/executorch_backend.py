@@ -3,7 +3,8 @@
 - `executorch-xnnpack`: fp32.
 - `executorch-xnnpack-int8`: 8-bit dynamic activations, 8-bit per-channel weights, through
   ExecuTorch's own `XNNPACKQuantizer` (`get_symmetric_quantization_config(is_per_channel=True,
-  is_dynamic=True)`) in torchao's pt2e flow (prepare_pt2e / convert_pt2e): the quantizer of the
+  is_dynamic=True)`, without its scalar pass: `_quantizer`) in torchao's pt2e flow (prepare_pt2e /
+  convert_pt2e), lowered by the dynamically quantized partitioner then the XNNPACK one: the quantizer of the
   backend that runs the program annotates exactly the patterns its partitioner lowers to XNNPACK's
   dynamically quantized GEMMs (QD8-F32-QC8W), where torchao's tensor-subclass configs are not
   lowered by the XNNPACK partitioner.
@@ -17,8 +18,11 @@ Programs (one method `forward` each, every shape static but the decoder's sequen
   dynamic: prefill is one call with the prompt, each decode step a call with one token; the
   token loop stays in Python (greedy, batch 1: no beam, as the cache cannot be reordered from
   outside the program).
-- bert-decoder: not exported (see `export_bert`: what fails).
-Export: torch.export -> `to_edge_transform_and_lower(..., partitioner=[XnnpackPartitioner()])`.
+- bert-decoder: one beam step without a KV cache (`_BertStep`): input_ids [beam, T] (T dynamic,
+  up to BERT_MAX_TOKENS) and the clip's features -> log-probabilities of the next token [beam,
+  vocab]; the beam search stays in Python and each step runs the whole prefix again (transformers'
+  ExecuTorch integration has no static wrapper for BERT's cross-attention cache).
+Export: torch.export -> `to_edge_transform_and_lower(..., partitioner=partitioners(quant))`.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from ..errors import ModelStoreError
 BACKENDS = ("executorch-xnnpack", "executorch-xnnpack-int8")
 SENTENCE_TOKENS = 64     # the sentence encoder's padded text length
 MAX_CACHE = 256          # the decoder's static cache: prompt plus generated tokens
+BERT_MAX_TOKENS = 64     # the BERT caption program's longest prefix ([CLS] + caption tokens)
 
 
 def check_backend(quant: str) -> None:
@@ -58,6 +63,35 @@ class _Sentence:
         return Wrap().eval()
 
 
+class _BertStep:
+    """BertCaptioner without a cache: the query tokens from the features, then the next-token
+    log-probabilities of every beam (as zoo.bert_caption computes them, without its cache)."""
+
+    def __new__(cls, net):
+        import torch
+
+        class Step(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.bert, self.proj, self.queries = net.bert, net.proj, net.queries
+
+            def forward(self, input_ids, features):
+                enc = (self.proj(features.reshape(1, -1).float()) + self.queries).unsqueeze(0)
+                out = self.bert(input_ids=input_ids, encoder_hidden_states=enc.expand(input_ids.shape[0], -1, -1),
+                                use_cache=False)
+                return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        return Step().eval()
+
+
+def _bert(net, shape):
+    import torch
+    beam = int(shape.get("beam", 4))
+    seq = torch.export.Dim("seq", min=1, max=BERT_MAX_TOKENS)
+    feat = torch.randn(net.proj.in_features, generator=torch.Generator().manual_seed(0))
+    return _BertStep(net), (), {"kwargs": {"input_ids": torch.full((beam, 4), 7, dtype=torch.long), "features": feat},
+                               "dynamic_shapes": {"input_ids": {1: seq}, "features": None}}
+
+
 def example_inputs(model: str, net, shape: dict) -> tuple[object, tuple, dict | None]:
     """(module to export, example args, dynamic shapes) of one program."""
     import torch
@@ -71,7 +105,7 @@ def example_inputs(model: str, net, shape: dict) -> tuple[object, tuple, dict | 
         return _Sentence(net), (ids, torch.ones(n, SENTENCE_TOKENS, dtype=torch.long)), None
     if model == "decoder":
         return _llama(net, shape)
-    raise ModelStoreError(export_bert())
+    return _bert(net, shape)
 
 
 def _llama(net, shape):
@@ -91,30 +125,46 @@ def _llama(net, shape):
                             "strict": True}
 
 
-def export_bert() -> str:
-    return ("bert-decoder: not exported: its caption loop feeds a cross-attention cache "
-            "(EncoderDecoderCache of DynamicCache) that transformers' executorch integration has no static "
-            "exportable wrapper for (Seq2SeqLMDecoderExportableModuleWithStaticCache expects an encoder-decoder "
-            "model with get_encoder()/get_decoder(), which BertLMHeadModel is not)")
+def _quantizer():
+    """XNNPACK's quantizer, dynamic int8 activations and per-channel int8 weights, without its
+    scalar-to-tensor pass: that pass (`transform_for_annotation`, `_convert_scalars_to_attrs`) turns
+    the `arange + 0` of transformers' attention-mask construction into a float tensor add, so that
+    the mask's `aten.index` gets float indices and calibration fails ("IndexError: tensors used as
+    indices must be long, int, byte or bool tensors"); the dynamic config annotates only linear and
+    conv patterns, which take no scalars, so nothing it quantizes needs that pass."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                        get_symmetric_quantization_config)
+
+    class Quantizer(XNNPACKQuantizer):
+        def transform_for_annotation(self, model):
+            return model
+    return Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
 
 
 def _quantize(module, args, kwargs):
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                        get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     import torch
-    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
     gm = torch.export.export(module, args, kwargs=kwargs.get("kwargs"), dynamic_shapes=kwargs.get("dynamic_shapes"),
                              strict=kwargs.get("strict", False)).module()
-    gm = prepare_pt2e(gm, q)
+    gm = prepare_pt2e(gm, _quantizer())
     gm(*args, **(kwargs.get("kwargs") or {}))   # calibration pass (dynamic activations need none, the observers do)
     return convert_pt2e(gm)
+
+
+def partitioners(quant: str) -> list:
+    """XNNPACK's partitioners. int8: the dynamically quantized linears first (as ExecuTorch's own
+    Llama export does), then the rest; one XnnpackPartitioner over the quantized decoder fails with
+    "AssertionError: Invalid partition, found dependency cycles" (fuse_as_graphmodule)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackDynamicallyQuantizedPartitioner, XnnpackPartitioner)
+    if quant == "executorch-xnnpack-int8":
+        return [XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()]
+    return [XnnpackPartitioner()]
 
 
 def lower(module, args, kwargs: dict | None, quant: str):
     """The program's bytes: torch.export, (int8: XNNPACK's quantizer), XNNPACK partitioner."""
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     kwargs = kwargs or {}
     if quant == "executorch-xnnpack-int8":
@@ -122,7 +172,7 @@ def lower(module, args, kwargs: dict | None, quant: str):
     with torch.no_grad():
         ep = torch.export.export(module, args, kwargs=kwargs.get("kwargs"),
                                  dynamic_shapes=kwargs.get("dynamic_shapes"), strict=kwargs.get("strict", False))
-    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    return to_edge_transform_and_lower(ep, partitioner=partitioners(quant)).to_executorch().buffer
 
 
 def program_inputs(model: str, args, kwargs) -> list[dict]:
@@ -140,8 +190,6 @@ def export_module(preset: str, model: str, quant: str, out_dir, store=None, shap
     """Export one zoo module (the store's fp32 weights) into out_dir/<model>.pte; its manifest entry."""
     from . import load, spec
     check_backend(quant)
-    if model == "bert-decoder":
-        raise ModelStoreError(export_bert())
     shape = dict(spec(preset, model).op_defaults.get(next(iter(spec(preset, model).op_defaults)), {}), **(shape or {}))
     mod = load(preset, model, "fp32", store=store)
     t0 = time.perf_counter()
@@ -161,20 +209,33 @@ def export_module(preset: str, model: str, quant: str, out_dir, store=None, shap
         entry.update(max_cache_len=MAX_CACHE, hidden_size=mod.net.lm.config.hidden_size,
                      output="logits [1, T, vocab]", loop="prefill: one call with the prompt's embeddings and "
                      "cache_position 0..T-1; each decode step: one token's embedding at the next position")
+    if model == "bert-decoder":
+        entry.update(max_tokens=BERT_MAX_TOKENS, output="log-probabilities [beam, vocab] of the next token",
+                     loop="beam search on the host: each step, the beams' token ids so far ([CLS] first) and the "
+                     "clip's features; no cache (the prefix runs again each step)")
     mod.free()
     return entry
 
 
 def export(preset: str, quant: str, out_dir, models=None, store=None) -> dict:
-    """Export every exportable module; write out_dir/manifest.json. Returns the manifest."""
+    """Every module's program, built into the model store if it is not there yet (executorch_module.build),
+    copied into out_dir as <model>.pte; writes out_dir/manifest.json. Returns the manifest."""
+    import shutil
+    from .executorch_module import PROGRAM, build
     from .specs import MODELS
     from ..io import atomic_write_json
     manifest = {"preset": preset, "quant": quant, "programs": [], "not_exported": {}}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     for m in models or MODELS:
         try:
-            manifest["programs"].append(export_module(preset, m, quant, out_dir, store=store))
+            d = build(preset, m, quant, store=store)
         except ModelStoreError as e:
             manifest["not_exported"][m] = str(e)
+            continue
+        entry = dict(json.loads((d / "atomsim.json").read_text())["program"], program=f"{m}.pte")
+        shutil.copyfile(d / PROGRAM, Path(out_dir) / f"{m}.pte.tmp")
+        Path(out_dir, f"{m}.pte.tmp").replace(Path(out_dir) / entry["program"])
+        manifest["programs"].append(entry)
     atomic_write_json(Path(out_dir) / "manifest.json", manifest)
     return manifest
 

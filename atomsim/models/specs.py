@@ -10,6 +10,8 @@ from ..errors import ConfigError, valid_names
 PRESETS = ("paper", "small", "tiny")
 MODELS = ("video-encoder", "decoder", "bert-decoder", "sentence-encoder")
 BACKENDS = ("fp32", "torchao-int8", "torchao-int8-weight-only", "torch-dynamic-int8")
+# ExecuTorch programs (executorch_backend.py), exported from the fp32 weights; built only when asked
+EXECUTORCH_BACKENDS = ("executorch-xnnpack", "executorch-xnnpack-int8")
 OPS = {
     "video-encoder": ("encode",),
     "decoder": ("caption", "generate"),
@@ -80,8 +82,8 @@ def check(preset=None, model=None, quant=None):
         raise ConfigError(valid_names("preset", preset, PRESETS))
     if model is not None and model not in MODELS:
         raise ConfigError(valid_names("model", model, MODELS))
-    if quant is not None and quant not in BACKENDS:
-        raise ConfigError(valid_names("backend", quant, BACKENDS))
+    if quant is not None and quant not in BACKENDS + EXECUTORCH_BACKENDS:
+        raise ConfigError(valid_names("backend", quant, BACKENDS + EXECUTORCH_BACKENDS))
 
 
 def default_store() -> Path:

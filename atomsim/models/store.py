@@ -36,10 +36,15 @@ def model_dir(preset, model, quant, store=None) -> Path:
 
 
 def weight_name(quant: str) -> str:
+    if quant in specs.EXECUTORCH_BACKENDS:
+        return "model.pte"
     return "model.safetensors" if quant == "fp32" else "model.pt"
 
 
 def weight_files(preset, model, quant, store=None) -> list[Path]:
+    if quant in specs.EXECUTORCH_BACKENDS:
+        from .executorch_module import files
+        return files(preset, model, quant, store)
     return [model_dir(preset, model, quant, store) / weight_name(quant)]
 
 
@@ -70,7 +75,7 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _is_complete(d: Path) -> bool:
+def is_complete(d: Path) -> bool:
     """Metadata readable, weight files of the recorded sizes, config.json (when there is one) valid JSON."""
     try:
         meta = json.loads((d / "atomsim.json").read_text())
@@ -133,9 +138,12 @@ def build(preset, model, quant, store=None, progress=None, seed=specs.SEED, forc
     """Build (preset, model, quant) into the store; idempotent; atomic. Returns the directory."""
     import torch
     specs.check(preset, model, quant)
+    if quant in specs.EXECUTORCH_BACKENDS:   # a program exported from the fp32 weights
+        from .executorch_module import build as build_program
+        return build_program(preset, model, quant, store=store, progress=progress, force=force)
     store = check_writable(Path(store or specs.default_store()))
     final = model_dir(preset, model, quant, store)
-    if not force and _is_complete(final):
+    if not force and is_complete(final):
         return final
     say = progress or (lambda msg: None)
     say(f"{preset}/{model}/{quant}: weights")
@@ -175,11 +183,7 @@ def build(preset, model, quant, store=None, progress=None, seed=specs.SEED, forc
             "files": {wname: {"bytes": (tmp / wname).stat().st_size, "sha256": sha256(tmp / wname)}},
         }
         atomic_write_json(tmp / "atomsim.json", meta)
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{quant}.old-"))
-            os.rename(final, trash / "d")
-            shutil.rmtree(trash, ignore_errors=True)
-        os.rename(tmp, final)
+        install(tmp, final, quant)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -187,6 +191,15 @@ def build(preset, model, quant, store=None, progress=None, seed=specs.SEED, forc
         del net
     say(f"{preset}/{model}/{quant}: done")
     return final
+
+
+def install(tmp: Path, final: Path, quant: str) -> None:
+    """Rename the complete build directory `tmp` into place (an older build moved aside, then removed)."""
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{quant}.old-"))
+        os.rename(final, trash / "d")
+        shutil.rmtree(trash, ignore_errors=True)
+    os.rename(tmp, final)
 
 
 def read_meta(d: Path, preset, model, quant, store) -> dict:

@@ -260,8 +260,8 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
         if m not in M.MODELS:
             raise ConfigError(valid_names("module", m, M.MODELS))
     for q in quants:
-        if q not in M.BACKENDS:
-            raise ConfigError(valid_names("backend", q, M.BACKENDS))
+        if q not in M.BACKENDS + M.EXECUTORCH_BACKENDS:
+            raise ConfigError(valid_names("backend", q, M.BACKENDS + M.EXECUTORCH_BACKENDS))
     ncores = os.cpu_count() or 1
     threads = sorted({int(t) for t in (threads or [1, ncores])})
     if any(t < 1 for t in threads):

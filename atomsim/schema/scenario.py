@@ -20,7 +20,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError, valid_names
-from .names import BACKENDS, MODELS, POLICIES, PRESETS, TASKS
+from .names import BACKENDS as TORCH_BACKENDS, EXECUTORCH_BACKENDS, MODELS, POLICIES, PRESETS, TASKS
+
+BACKENDS = TORCH_BACKENDS + EXECUTORCH_BACKENDS
 from .validation import read_mapping, validate
 
 GB = 1e9

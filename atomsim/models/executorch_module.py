@@ -1,0 +1,260 @@
+"""The ExecuTorch backends in the model store and the runner: `models.load(preset, model, quant)`
+of an `executorch-xnnpack[-int8]` backend returns a `ProgramModule`, with the same ops as the
+torch modules (encode, caption, generate, embed, example_inputs, free), each a call of the
+module's `.pte` program (executorch_backend.py says what each program computes).
+
+Store layout (`<store>/<preset>/<model>/<quant>/`): `model.pte` (exported from the store's fp32
+weights at build time), `atomsim.json` (bytes and sha256 of every file, the program's manifest
+entry, versions), `config.json`; the sentence encoder's tokenizer files; the decoder's
+`embeddings.safetensors` (its `embed_tokens` table, fp32: the program takes embeddings, so the
+host turns token ids into them, and a caption's prefix is the clip's feature vector).
+
+What the host code does around the programs:
+- video encoder: one call per clip; the frames must have the program's shape (the manifest's).
+- sentence encoder: texts tokenized here, padded or truncated to the program's `SENTENCE_TOKENS`
+  tokens, in batches of the program's `items` rows (a last short batch padded by repeating its
+  last text; the padding rows are dropped).
+- bert-decoder: the beam search in Python, as zoo.bert_caption, each step one call of the
+  program on every beam's prefix (no cache: the prefix runs again); the program's batch is the beam.
+- decoder: the token loop in Python (`executorch_backend.greedy`): prefill, then one call per
+  token. Captions are greedy (beam 1), whatever `beam` says: the program's static KV cache holds
+  one sequence and cannot be reordered from outside it. A prompt longer than the cache leaves
+  room for (`MAX_CACHE - tokens`) keeps its last tokens.
+- threads: XNNPACK's thread pool is one per process. Each op sets it to torch's thread count of
+  the calling thread (what the runner's lanes and the profiler set), when no other program call
+  is running (resizing the pool under a running call is unsafe); otherwise the call runs with
+  the pool as it is.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from ..errors import ModelStoreError
+from . import Module, executorch_backend as eb, specs
+from .specs import OPS
+
+PROGRAM = "model.pte"
+EMBEDDINGS = "embeddings.safetensors"
+
+
+class _Pool:
+    """XNNPACK's process-wide thread pool, resized only while no program call runs."""
+    lock = threading.Lock()
+    threads: int | None = None
+    busy = 0
+
+    @classmethod
+    def enter(cls, want: int) -> None:
+        with cls.lock:
+            if cls.busy == 0 and cls.threads != want:
+                eb.set_threads(want)
+                cls.threads = want
+            cls.busy += 1
+
+    @classmethod
+    def leave(cls) -> None:
+        with cls.lock:
+            cls.busy -= 1
+
+
+def call(method, *inputs):
+    import torch
+    _Pool.enter(torch.get_num_threads())
+    try:
+        return eb.run(method, *inputs)
+    finally:
+        _Pool.leave()
+
+
+class ProgramModule(Module):
+    """A loaded program: the ops of the torch Module, run by ExecuTorch (no torch module: `net` is None)."""
+
+    def __init__(self, method, preset, model, quant, meta, path, embeddings=None, tokenizer=None):
+        self.net, self.method, self.embeddings = None, method, embeddings
+        self.preset, self.model, self.quant = preset, model, quant
+        self.name = f"{model}/{quant}"
+        self.meta, self.path = meta or {}, Path(path)
+        self.entry = self.meta.get("program", {})
+        self.tokenizer = tokenizer
+
+    def __repr__(self):
+        return f"<atomsim ProgramModule {self.preset}:{self.name}{' (freed)' if self.method is None else ''}>"
+
+    def _need(self, op):
+        if self.method is None:
+            raise RuntimeError(f"{self.name} was freed")
+        if op not in OPS[self.model]:
+            raise AttributeError(f"{self.model} has no op {op!r}; ops: {', '.join(OPS[self.model])}")
+
+    def _input_shape(self, name) -> list:
+        return next(i["shape"] for i in self.entry["inputs"] if i["name"] == name)
+
+    def encode(self, frames):
+        self._need("encode")
+        want = self._input_shape("frames")
+        if list(frames.shape) != want:
+            raise ModelStoreError(f"{self.name}: the program takes frames of shape {want}, got {list(frames.shape)} "
+                                  f"(set the scenario's frames_per_clip and frame_size to the program's)")
+        return call(self.method, frames.float().contiguous())[0]
+
+    def embed(self, texts):
+        import torch
+        self._need("embed")
+        items, length = self._input_shape("input_ids")
+        texts, out = list(texts), []
+        for i in range(0, len(texts), items):
+            batch = texts[i:i + items]
+            enc = self.tokenizer(batch + [batch[-1]] * (items - len(batch)), padding="max_length", truncation=True,
+                                 max_length=length, return_tensors="pt")
+            out.append(call(self.method, enc["input_ids"], enc["attention_mask"])[0][:len(batch)])
+        return torch.cat(out) if out else torch.zeros(0, 384)
+
+    def caption(self, features, beam=4, tokens=23) -> list[int]:
+        import torch
+        self._need("caption")
+        if self.model == "bert-decoder":
+            return self._bert_caption(features, beam, tokens)
+        emb = self.embeddings
+        prefix = torch.cat([features.reshape(1, 1, -1).float(), emb[self.tokenizer.bos_id].reshape(1, 1, -1)], dim=1)
+        return eb.greedy(_Called(self.method), emb, prefix, tokens)
+
+    def _bert_caption(self, features, beam, tokens) -> list[int]:
+        """zoo.bert_caption's beam search, each step one program call on every beam's whole prefix."""
+        import torch
+        rows = self._input_shape("input_ids")[0]
+        if beam != rows or tokens + 1 > self.entry["max_tokens"]:
+            raise ModelStoreError(f"{self.name}: the program runs beam {rows} over at most {self.entry['max_tokens'] - 1} "
+                                  f"tokens; asked beam {beam}, {tokens} tokens")
+        vocab = int(json.loads((self.path / "config.json").read_text())["bert"]["vocab_size"])
+        seqs = torch.full((1, 1), 101 if vocab > 101 else 1, dtype=torch.long)
+        scores, feats = torch.zeros(1), features.reshape(-1).float()
+        for _ in range(tokens):
+            n = seqs.shape[0]
+            logp = call(self.method, seqs[torch.arange(rows) % n], feats)[0][:n]   # rows beyond n: padding
+            top, idx = torch.topk((scores[:, None] + logp).reshape(-1), beam)
+            seqs = torch.cat([seqs[idx // vocab], (idx % vocab)[:, None]], dim=1)
+            scores = top
+        return [int(t) for t in seqs[int(torch.argmax(scores)), 1:]]
+
+    def generate(self, prompt: str, tokens=64) -> str:
+        self._need("generate")
+        ids = self.tokenizer.encode(prompt)[-max(1, eb.MAX_CACHE - 1 - tokens):]
+        ids_out = eb.greedy(_Called(self.method), self.embeddings, self.embeddings[ids].unsqueeze(0), tokens)
+        return self.tokenizer.decode(ids_out)
+
+    def feature_dim(self) -> int:
+        if self.model == "decoder":
+            return int(self.embeddings.shape[1])
+        return super().feature_dim()
+
+    def free(self) -> None:
+        from ..procfs import malloc_trim
+        self.method = self.embeddings = self.tokenizer = None
+        gc.collect()
+        malloc_trim()
+
+
+class _Called:
+    """A method whose execute goes through `call` (the thread pool), for executorch_backend.greedy."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def execute(self, inputs):
+        return call(self.method, *inputs)
+
+
+# ------------------------------------------------------------------ store
+
+def files(preset, model, quant, store=None) -> list[Path]:
+    from .store import model_dir
+    d = model_dir(preset, model, quant, store)
+    return [d / PROGRAM] + ([d / EMBEDDINGS] if model == "decoder" else [])
+
+
+def load(preset, model, quant, store=None, path=None, verify=False) -> ProgramModule:
+    """Read the program (executorch.runtime: file read and load_method) and the host-side parts."""
+    from .store import model_dir, read_meta, rebuild_cmd, sha256
+    d = Path(path) if path is not None else model_dir(preset, model, quant, store)
+    meta = read_meta(d, preset, model, quant, store)
+    fix = f"run `{rebuild_cmd(preset, model, quant, store)}`"
+    for name, info in meta["files"].items():
+        f = d / name
+        if not f.exists() or f.stat().st_size != info["bytes"] or (verify and sha256(f) != info["sha256"]):
+            raise ModelStoreError(f"program file {f} is missing or corrupt; {fix}")
+    embeddings = tokenizer = None
+    if model == "decoder":
+        from safetensors.torch import load_file
+        from .zoo import HashTokenizer
+        embeddings = load_file(str(d / EMBEDDINGS), backend="pread")["embed_tokens"]
+        tokenizer = HashTokenizer(embeddings.shape[0])
+    elif model == "sentence-encoder":
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(str(d))
+    try:
+        method = eb.load_program(d / PROGRAM)
+    except Exception as e:   # noqa: BLE001 - the runtime's own errors (RuntimeError, ValueError)
+        raise ModelStoreError(f"program {d / PROGRAM} cannot be loaded ({type(e).__name__}: {str(e)[:200]}); {fix}") from e
+    return ProgramModule(method, preset, model, quant, meta, d, embeddings=embeddings, tokenizer=tokenizer)
+
+
+def build(preset, model, quant, store=None, progress=None, force=False) -> Path:
+    """Export (preset, model) from the store's fp32 weights into the store as `quant`; idempotent; atomic."""
+    from . import store as st
+    eb.check_backend(quant)
+    store = st.check_writable(Path(store or specs.default_store()))
+    final = st.model_dir(preset, model, quant, store)
+    if not force and st.is_complete(final):
+        return final
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        raise ModelStoreError(f"{model}/{quant} needs ExecuTorch: pip install -e '.[executorch]'") from None
+    say = progress or (lambda msg: None)
+    fp32 = st.build(preset, model, "fp32", store=store, progress=progress)
+    say(f"{preset}/{model}/{quant}: export")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{quant}.tmp-"))
+    try:
+        entry = eb.export_module(preset, model, quant, tmp, store=store)
+        os.rename(tmp / entry["program"], tmp / PROGRAM)
+        entry["program"] = PROGRAM
+        _host_parts(model, fp32, tmp)
+        fmeta = json.loads((fp32 / "atomsim.json").read_text())
+        from importlib.metadata import version
+        meta = {"format": st.FORMAT, "preset": preset, "model": model, "quant": quant, "seed": fmeta.get("seed"),
+                "real_weights": fmeta.get("real_weights"), "params": fmeta.get("params"), "program": entry,
+                "exported_from": f"{preset}/{model}/fp32 (sha256 {fmeta['files'][st.weight_name('fp32')]['sha256']})",
+                "versions": dict(fmeta.get("versions") or {}, executorch=version("executorch")),
+                "files": {p.name: {"bytes": p.stat().st_size, "sha256": st.sha256(p)}
+                          for p in sorted(tmp.iterdir()) if p.name in (PROGRAM, EMBEDDINGS)}}
+        from ..io import atomic_write_json
+        atomic_write_json(tmp / "atomsim.json", meta)
+        st.install(tmp, final, quant)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"{preset}/{model}/{quant}: done")
+    return final
+
+
+def _host_parts(model, fp32: Path, out: Path) -> None:
+    """What the host code needs beside the program: config, tokenizer files, the decoder's embeddings."""
+    from .store import TOKENIZER_FILES
+    shutil.copy2(fp32 / "config.json", out / "config.json")
+    if model == "sentence-encoder":
+        for n in TOKENIZER_FILES:
+            if (fp32 / n).exists():
+                shutil.copy2(fp32 / n, out / n)
+    if model == "decoder":
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+        with safe_open(str(fp32 / "model.safetensors"), framework="pt") as f:
+            emb = f.get_tensor("lm.model.embed_tokens.weight")
+        save_file({"embed_tokens": emb.contiguous()}, str(out / EMBEDDINGS))
