@@ -45,7 +45,6 @@ from .cpu import Cpu, LatencyCurve, Storage
 from .memory import Memory, OutOfMemory
 
 
-FRAMES = "clip frames"   # key in Engine.held of released frames the allocator keeps
 
 
 class CountingEnvironment(simpy.Environment):
@@ -143,8 +142,7 @@ class Engine:
                           uncharged_bytes=uncharged_baseline(profile))
         self.same_storage = same_storage(profile, device)
         self.loads: list[dict] = []
-        self.held: dict[str, int] = {}      # op -> heap the allocator kept after it (until a trim)
-        self.running: dict[str, str | None] = {}   # step id -> op key, for ops running now
+        self.held = 0                       # freed heap the allocator keeps (until a trim), counted in activations
         self.oom_event: dict | None = None
         self.runtime_kept = 0               # baseline growth from freed modules' first-use state
         # (request, clip) -> bytes of the clip's decoded frames (from its decode until its encode returns)
@@ -215,47 +213,40 @@ class Engine:
         return self.profile.modules[ref.key]
 
     def _decode(self, s: Step):
-        """Clip frames become inputs; released frames the allocator kept serve them first."""
+        """Clip frames become inputs; freed heap the allocator kept serves them first."""
         nbytes = self.frames.get((s.request, s.clip), 0)
-        reuse = min(self.held.get(FRAMES, 0), nbytes)
-        if reuse:
-            self.held[FRAMES] -= reuse
-        self.mem.change(s.id, inputs=nbytes, activations=-reuse)
+        take = min(self.held, nbytes)
+        self.held -= take
+        self.mem.change(s.id, inputs=nbytes, activations=-take)
         curve, key = self.curves[s.id]
         yield self.cpu.run(s.id, 1, curve, key)
 
     def _run(self, s: Step):
+        """An op's activations come first from the freed heap the allocator kept (any op's: one
+        heap), the rest grows the process; at its end the op gives back what it took and keeps
+        its measured retained heap, so the heap kept after it is max(kept before, retained)."""
         curve, key = self.curves[s.id]
-        inputs = acts = kept = 0
-        op_key = None
+        inputs = peak = kept = 0
         if s.instance is not None:
-            ref = self.plan.instances[s.instance]
-            op = self.profile.modules[ref.key].ops[s.op]
-            op_key = f"{ref.key}:{s.op}"
+            op = self.profile.modules[self.plan.instances[s.instance].key].ops[s.op]
             inputs = 0 if s.op == "encode" else op.input_bytes   # frames: counted from their decode
-            kept = min(op.heap_retained_bytes or 0, op.activation_peak_bytes)
-            # the heap this op kept from its last call (until a trim) serves this call first
-            acts = max(0, op.activation_peak_bytes - self.held.get(op_key, 0))
-        self.running[s.id] = op_key
-        if inputs or acts:
-            self.mem.change(s.id, inputs=inputs, activations=acts)
+            peak = op.activation_peak_bytes
+            kept = min(op.heap_retained_bytes or 0, peak)
+        take = min(self.held, peak)
+        self.held -= take
+        if inputs or peak - take:
+            self.mem.change(s.id, inputs=inputs, activations=peak - take)
         yield self.cpu.run(s.id, s.threads, curve, key)
-        del self.running[s.id]
-        grow = max(0, kept - self.held.get(op_key, 0)) if op_key else 0
-        if grow:
-            self.held[op_key] = self.held.get(op_key, 0) + grow
+        keep = max(0, kept - take)
         frames = self.frames.get((s.request, s.clip), 0) if s.op == "encode" else 0   # released, kept until a trim
-        if frames:
-            self.held[FRAMES] = self.held.get(FRAMES, 0) + frames
-        if inputs or acts or grow or frames:
-            self.mem.change(s.id, inputs=-inputs - frames, activations=grow - acts + frames)
+        self.held += take + keep + frames
+        if inputs or peak - take - keep or frames:
+            self.mem.change(s.id, inputs=-inputs - frames, activations=keep - (peak - take) + frames)
 
     def _trim(self, s: Step) -> None:
-        """malloc_trim at the end of a load or free: the allocator returns what ops left behind,
-        except the heap of ops still running."""
-        busy = set(self.running.values())
-        drop = sum(v for k, v in self.held.items() if k not in busy)
-        self.held = {k: v for k, v in self.held.items() if k in busy}
+        """malloc_trim at the end of a load or free: the allocator returns the freed heap it kept
+        (what running ops took from it is in use)."""
+        drop, self.held = self.held, 0
         if drop:
             self.mem.change(s.id, activations=-drop)
 
