@@ -33,6 +33,7 @@ mkdir -p "$OUT"
 SUMMARY=()
 FAILED=0
 MOUNTED_BINFMT=0
+TREE=""
 
 step() {  # step NAME CMD...: run, log to $OUT/NAME.log, one summary line
   local name=$1 t0 rc
@@ -113,6 +114,8 @@ make_venv() {  # torch 2.13.0 (PyPI's aarch64 build: CUDA), then atomsim's depen
 }
 
 copy_tree() {  # the working tree (tracked and untracked files, not the ignored ones) into /src/atomsim
+  TREE="commit $(git -C "$HERE" rev-parse --short HEAD)$([ -n "$(git -C "$HERE" status --porcelain --untracked-files=no)" ] \
+    && echo ' with uncommitted changes') copied $(date -u +%H:%MZ)"
   rm -rf "$ROOT/src/atomsim" && mkdir -p "$ROOT/src/atomsim" \
     && (cd "$HERE" && git ls-files -co --exclude-standard -z | xargs -0 tar -c --ignore-failed-read) \
     | tar -x -C "$ROOT/src/atomsim"
@@ -181,7 +184,7 @@ main() {
     esac
   done
   {
-    echo "aarch64 check $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$HERE" rev-parse --short HEAD), under qemu-user $(qemu-aarch64-static --version | head -n 1 | awk '{print $3}') (function only: no timing means anything)"
+    echo "aarch64 check $(date -u +%Y-%m-%dT%H:%MZ), working tree: ${TREE:-not copied}, under qemu-user $(qemu-aarch64-static --version | head -n 1 | awk '{print $3}') (function only: no timing means anything)"
     printf '%s\n' "${SUMMARY[@]}"
     grep -h -E "^(arch|quantize_dynamic|torchao|atomsim engine|fingerprint)" "$OUT/probe.log" 2>/dev/null
     grep -h -E "^(retrieval|assembly) e2e" "$OUT/run.log" 2>/dev/null
