@@ -395,3 +395,19 @@ def test_freed_modules_first_use_state_stays_in_the_baseline():
     during = lambda step: [b for t, b in res.trace.memory if t <= spans[step].start_s][-1]  # noqa: E731
     assert during("index")["baseline"] == 160_000_000        # max(60, 50) after the first two frees
     assert res.trace.memory[-1][1]["baseline"] == 170_000_000   # then the script LM's 70
+
+
+def test_assembler_buffers_count_while_it_runs():
+    """pipeline_ops_bytes.assemble: memory while the assemble step runs, none after; absent: none."""
+    MB = 1_000_000
+    prof = make_profile(act=0)
+    prof.pipeline_ops_s["assemble"] = 1.0
+    prof.pipeline_ops_bytes = {"assemble": 40 * MB}
+    res = simulate(make_scenario(policy="reload", clips=2), prof)
+    sp = {s.step: s for s in res.trace.spans}["assemble"]
+    at = [b for ts, b in res.trace.memory if ts <= sp.start_s + sp.dur_s / 2][-1]
+    assert at["activations"] == 40 * MB
+    assert res.trace.memory[-1][1]["activations"] == 0
+    prof.pipeline_ops_bytes = {}
+    plain = simulate(make_scenario(policy="reload", clips=2), prof)
+    assert max(b["activations"] for _, b in plain.trace.memory) == 0

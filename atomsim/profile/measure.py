@@ -524,6 +524,8 @@ def assemble(state: dict) -> Profile:
                                     "write); pipeline_ops_items.assemble = {clips}: the simulator scales by clip "
                                     "count".format(**base["assemble"]["reference"]) if "assemble" in base
                                     else "not measured (0)"),
+        "pipeline_ops_bytes.assemble": "the high-water mark of the assembler's first call above the RSS before it, "
+                                       "from a trimmed heap (one clip decoded at a time: not scaled by clip count)",
         "memray": "installed" if has_memray else "not installed: transient_bytes from RSS only",
         "device": ("MEASURED UNDER EMULATION (" + "; ".join(device["emulation"]["evidence"]) + "): no figure "
                    "here says anything about the speed of a CPU. " if emulated else "") +
@@ -543,6 +545,8 @@ def assemble(state: dict) -> Profile:
         modules=modules, corun=[CoRun.model_validate(v) for v in state["corun"].values()],
         pipeline_ops_s={"rank": rank.median, "assemble": assemble_s.median if assemble_s else 0.0},
         pipeline_ops_items={"rank": base["rank"]["items"], **({"assemble": base["assemble"]["items"]} if assemble_s else {})},
+        pipeline_ops_bytes={"assemble": base["assemble"]["activation_peak_bytes"]}
+        if "activation_peak_bytes" in base.get("assemble", {}) else {},
         assemble_s=assemble_s.model_dump() if assemble_s else None,
         settings=cfg, storage_read_s=bw["seconds"], rank_s=rank.model_dump(),
         profile_seconds=round(state.get("elapsed_s", 0.0), 1),

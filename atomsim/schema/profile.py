@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -200,6 +200,8 @@ class Profile(BaseModel):
     # costs of module-less ops (rank, assemble), seconds; absent means zero
     pipeline_ops_s: dict[str, float] = {}
     pipeline_ops_items: dict[str, int] = {}   # items (e.g. clips assembled) of each pipeline_ops_s figure
+    # memory a module-less op's call adds (the assembler's decoder and encoder buffers), bytes; absent means zero
+    pipeline_ops_bytes: dict[str, Annotated[int, Field(ge=0)]] = {}
 
     def module(self, model: str, quant: str) -> ModuleProfile:
         key = f"{model}/{quant}"

@@ -232,6 +232,8 @@ class Engine:
             inputs = 0 if s.op == "encode" else op.input_bytes   # frames: counted from their decode
             peak = op.activation_peak_bytes
             kept = min(op.heap_retained_bytes or 0, peak)
+        else:   # module-less (assemble): its measured buffers, returned when it ends
+            peak = int(self.profile.pipeline_ops_bytes.get(s.op, 0))
         take = min(self.held, peak)
         self.held -= take
         if inputs or peak - take:
