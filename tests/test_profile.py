@@ -85,6 +85,7 @@ def test_cli_quick_profile_show_compare(tiny_store, tmp_path, capsys):
     assert m.load.cold_s.n == 2 and m.ops["caption"].latency_s["1"].warmups
     assert m.load.cold_evicted in (True, None)
     assert p.baseline_rss_bytes > 50 * MB and p.storage_read_bytes_per_s > 0
+    assert p.pipeline_ops_bytes["assemble"] > 0 and "pipeline_ops_bytes.assemble" in p.method   # x264's buffers
     assert "quick" in p.method["samples"] and p.device["cores"] >= 1
     capsys.readouterr()
     assert main(["profile", "show", str(out)]) == 0
