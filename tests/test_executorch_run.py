@@ -113,3 +113,19 @@ def test_frames_of_another_shape_are_refused(et_store):
     mod = models.load("tiny", "video-encoder", "executorch-xnnpack", store=et_store)
     with pytest.raises(ModelStoreError, match=r"takes frames of shape \[6, 3, 224, 224\], got \[4, 3, 224, 224\]"):
         mod.encode(torch.zeros(4, 3, 224, 224))
+
+
+def test_a_thread_count_change_loads_the_program_again(et_store):
+    """A program keeps XNNPACK's pool of its load: after a resize it loads its method again
+    (running it on the freed pool crashed the process), and computes the same."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        mod = models.load("tiny", "decoder", "executorch-xnnpack", store=et_store)
+        f = torch.randn(mod.feature_dim(), generator=torch.Generator().manual_seed(4))
+        want = mod.caption(f, tokens=5)
+        torch.set_num_threads(1)
+        got = [mod.caption(f, tokens=5) for _ in range(3)]
+        assert mod.reloads == 1 and got == [want] * 3
+    finally:
+        torch.set_num_threads(before)

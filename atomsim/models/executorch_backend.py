@@ -250,16 +250,39 @@ def read_manifest(d) -> dict:
 
 # ------------------------------------------------------------------ running programs
 
+# The runtime's C extension, imported directly: `executorch.runtime` and `portable_lib` import
+# `executorch.exir` (the exporter: 4.9 s here), which an app running programs never loads; a
+# load timed through them measured that import (a 0.5 MB program "loaded" in 4 s instead of 3 ms).
+
 def set_threads(threads: int) -> None:
-    """XNNPACK's thread pool of this process (executor_runner's --cpu_threads)."""
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-    _unsafe_reset_threadpool(int(threads))
+    """XNNPACK's thread pool of this process (executor_runner's --cpu_threads). Programs loaded
+    before keep the old pool: load them again (executorch_module._Pool)."""
+    from executorch.extension.pybindings import _C
+    _C._unsafe_reset_threadpool(int(threads))
 
 
-def load_program(path):
-    """The program's `forward` method through executorch.runtime (file read plus load_method)."""
-    from executorch.runtime import Runtime
-    return Runtime.get().load_program(Path(path)).load_method("forward")
+def pool_threads() -> int:
+    from executorch.extension.pybindings import _C
+    return int(_C._threadpool_get_thread_count())
+
+
+class Method:
+    """A program's `forward` method, loaded (file read and load_method); `execute(inputs)` as
+    executorch.runtime's Method."""
+
+    def __init__(self, path):
+        from executorch.extension.pybindings import _C
+        self.program = _C._load_program(str(path), enable_etdump=False, debug_buffer_size=0,
+                                        program_verification=_C.Verification.InternalConsistency, data_path=None)
+        self.method = self.program.load_method("forward")
+
+    def execute(self, inputs):
+        return self.method(list(inputs))
+
+
+def load_program(path) -> Method:
+    """The program's `forward` method (file read plus load_method)."""
+    return Method(path)
 
 
 def run(method, *inputs):

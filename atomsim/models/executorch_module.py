@@ -21,12 +21,14 @@ What the host code does around the programs:
   one sequence and cannot be reordered from outside it. A prompt longer than the cache leaves
   room for (`MAX_CACHE - tokens`) keeps its last tokens.
 - threads: XNNPACK's thread pool is one per process. Each op sets it to torch's thread count of
-  the calling thread (what the runner's lanes and the profiler set), when no other program call
-  is running (resizing the pool under a running call is unsafe); otherwise the call runs with
-  the pool as it is.
+  the calling thread (what the runner's lanes and the profiler set) when no other op is running,
+  otherwise it runs with the pool as it is. A loaded program keeps the pool it was loaded with,
+  so after a resize each program loads its method again before its next op (`_Pool`): that op's
+  time includes the reload, and `reloads` counts them.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -44,18 +46,27 @@ EMBEDDINGS = "embeddings.safetensors"
 
 
 class _Pool:
-    """XNNPACK's process-wide thread pool, resized only while no program call runs."""
+    """XNNPACK's process-wide thread pool. A loaded program's XNNPACK runtime keeps the pool it was
+    loaded with, so a resize (`_unsafe_reset_threadpool`) leaves every loaded program pointing at
+    a freed pool (measured: SIGSEGV in pthreadpool_parallelize_2d_tile_2d_dynamic, at a later
+    call, when a program loaded under the default 2-thread pool ran after a resize to 1). So: a
+    resize happens only while no op runs, and bumps `epoch`; a program loaded in an older epoch
+    loads its method again (the program file, load_method) before its next op."""
     lock = threading.Lock()
     threads: int | None = None
     busy = 0
+    epoch = 0
 
     @classmethod
-    def enter(cls, want: int) -> None:
+    def enter(cls, want: int) -> int:
         with cls.lock:
+            if cls.threads is None:
+                cls.threads = eb.pool_threads()
             if cls.busy == 0 and cls.threads != want:
                 eb.set_threads(want)
-                cls.threads = want
+                cls.threads, cls.epoch = want, cls.epoch + 1
             cls.busy += 1
+            return cls.epoch
 
     @classmethod
     def leave(cls) -> None:
@@ -63,28 +74,35 @@ class _Pool:
             cls.busy -= 1
 
 
-def call(method, *inputs):
-    import torch
-    _Pool.enter(torch.get_num_threads())
-    try:
-        return eb.run(method, *inputs)
-    finally:
-        _Pool.leave()
-
-
 class ProgramModule(Module):
     """A loaded program: the ops of the torch Module, run by ExecuTorch (no torch module: `net` is None)."""
 
-    def __init__(self, method, preset, model, quant, meta, path, embeddings=None, tokenizer=None):
+    def __init__(self, method, preset, model, quant, meta, path, embeddings=None, tokenizer=None, epoch=0):
         self.net, self.method, self.embeddings = None, method, embeddings
         self.preset, self.model, self.quant = preset, model, quant
         self.name = f"{model}/{quant}"
         self.meta, self.path = meta or {}, Path(path)
         self.entry = self.meta.get("program", {})
         self.tokenizer = tokenizer
+        self.epoch, self.reloads = epoch, 0   # the pool's epoch at load; method loads since (_Pool)
 
     def __repr__(self):
         return f"<atomsim ProgramModule {self.preset}:{self.name}{' (freed)' if self.method is None else ''}>"
+
+    @contextlib.contextmanager
+    def _session(self, op):
+        """An op: XNNPACK's pool set to torch's thread count of this thread if no other op runs,
+        the method loaded again if the pool changed since it was loaded (`_Pool`)."""
+        import torch
+        self._need(op)
+        epoch = _Pool.enter(torch.get_num_threads())
+        try:
+            if epoch != self.epoch:
+                self.method, self.epoch = eb.load_program(self.path / PROGRAM), epoch
+                self.reloads += 1
+            yield
+        finally:
+            _Pool.leave()
 
     def _need(self, op):
         if self.method is None:
@@ -96,33 +114,42 @@ class ProgramModule(Module):
         return next(i["shape"] for i in self.entry["inputs"] if i["name"] == name)
 
     def encode(self, frames):
-        self._need("encode")
+        with self._session("encode"):
+            return self._encode(frames)
+
+    def _encode(self, frames):
         want = self._input_shape("frames")
         if list(frames.shape) != want:
             raise ModelStoreError(f"{self.name}: the program takes frames of shape {want}, got {list(frames.shape)} "
                                   f"(set the scenario's frames_per_clip and frame_size to the program's)")
-        return call(self.method, frames.float().contiguous())[0]
+        return eb.run(self.method, frames.float().contiguous())[0]
 
     def embed(self, texts):
+        with self._session("embed"):
+            return self._embed(texts)
+
+    def _embed(self, texts):
         import torch
-        self._need("embed")
         items, length = self._input_shape("input_ids")
         texts, out = list(texts), []
         for i in range(0, len(texts), items):
             batch = texts[i:i + items]
             enc = self.tokenizer(batch + [batch[-1]] * (items - len(batch)), padding="max_length", truncation=True,
                                  max_length=length, return_tensors="pt")
-            out.append(call(self.method, enc["input_ids"], enc["attention_mask"])[0][:len(batch)])
+            out.append(eb.run(self.method, enc["input_ids"], enc["attention_mask"])[0][:len(batch)])
         return torch.cat(out) if out else torch.zeros(0, 384)
 
     def caption(self, features, beam=4, tokens=23) -> list[int]:
+        with self._session("caption"):
+            if self.model == "bert-decoder":
+                return self._bert_caption(features, beam, tokens)
+            return self._llama_caption(features, tokens)
+
+    def _llama_caption(self, features, tokens) -> list[int]:
         import torch
-        self._need("caption")
-        if self.model == "bert-decoder":
-            return self._bert_caption(features, beam, tokens)
         emb = self.embeddings
         prefix = torch.cat([features.reshape(1, 1, -1).float(), emb[self.tokenizer.bos_id].reshape(1, 1, -1)], dim=1)
-        return eb.greedy(_Called(self.method), emb, prefix, tokens)
+        return eb.greedy(self.method, emb, prefix, tokens)
 
     def _bert_caption(self, features, beam, tokens) -> list[int]:
         """zoo.bert_caption's beam search, each step one program call on every beam's whole prefix."""
@@ -136,16 +163,19 @@ class ProgramModule(Module):
         scores, feats = torch.zeros(1), features.reshape(-1).float()
         for _ in range(tokens):
             n = seqs.shape[0]
-            logp = call(self.method, seqs[torch.arange(rows) % n], feats)[0][:n]   # rows beyond n: padding
+            logp = eb.run(self.method, seqs[torch.arange(rows) % n], feats)[0][:n]   # rows beyond n: padding
             top, idx = torch.topk((scores[:, None] + logp).reshape(-1), beam)
             seqs = torch.cat([seqs[idx // vocab], (idx % vocab)[:, None]], dim=1)
             scores = top
         return [int(t) for t in seqs[int(torch.argmax(scores)), 1:]]
 
     def generate(self, prompt: str, tokens=64) -> str:
-        self._need("generate")
+        with self._session("generate"):
+            return self._generate(prompt, tokens)
+
+    def _generate(self, prompt: str, tokens) -> str:
         ids = self.tokenizer.encode(prompt)[-max(1, eb.MAX_CACHE - 1 - tokens):]
-        ids_out = eb.greedy(_Called(self.method), self.embeddings, self.embeddings[ids].unsqueeze(0), tokens)
+        ids_out = eb.greedy(self.method, self.embeddings, self.embeddings[ids].unsqueeze(0), tokens)
         return self.tokenizer.decode(ids_out)
 
     def feature_dim(self) -> int:
@@ -160,16 +190,6 @@ class ProgramModule(Module):
         malloc_trim()
 
 
-class _Called:
-    """A method whose execute goes through `call` (the thread pool), for executorch_backend.greedy."""
-
-    def __init__(self, method):
-        self.method = method
-
-    def execute(self, inputs):
-        return call(self.method, *inputs)
-
-
 # ------------------------------------------------------------------ store
 
 def files(preset, model, quant, store=None) -> list[Path]:
@@ -179,7 +199,7 @@ def files(preset, model, quant, store=None) -> list[Path]:
 
 
 def load(preset, model, quant, store=None, path=None, verify=False) -> ProgramModule:
-    """Read the program (executorch.runtime: file read and load_method) and the host-side parts."""
+    """Read the program (the runtime: file read and load_method) and the host-side parts."""
     from .store import model_dir, read_meta, rebuild_cmd, sha256
     d = Path(path) if path is not None else model_dir(preset, model, quant, store)
     meta = read_meta(d, preset, model, quant, store)
@@ -197,11 +217,15 @@ def load(preset, model, quant, store=None, path=None, verify=False) -> ProgramMo
     elif model == "sentence-encoder":
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(str(d))
+    import torch
+    epoch = _Pool.enter(torch.get_num_threads())   # loaded with the pool its first ops will likely use
     try:
         method = eb.load_program(d / PROGRAM)
     except Exception as e:   # noqa: BLE001 - the runtime's own errors (RuntimeError, ValueError)
         raise ModelStoreError(f"program {d / PROGRAM} cannot be loaded ({type(e).__name__}: {str(e)[:200]}); {fix}") from e
-    return ProgramModule(method, preset, model, quant, meta, d, embeddings=embeddings, tokenizer=tokenizer)
+    finally:
+        _Pool.leave()
+    return ProgramModule(method, preset, model, quant, meta, d, embeddings=embeddings, tokenizer=tokenizer, epoch=epoch)
 
 
 def build(preset, model, quant, store=None, progress=None, force=False) -> Path:

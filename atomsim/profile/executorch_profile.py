@@ -4,7 +4,7 @@ machine into the profile format, as a phone would be measured with executor_runn
 - op latency: `Method::execute` samples of an ETDump written while running the program `--runs`
   times at each thread count of XNNPACK's pool, imported with `atomsim profile import` (so each
   figure names its dump and is checked against its program);
-- load: `Runtime.load_program(...).load_method("forward")`, cold after evicting the file from the
+- load: the runtime's `_load_program(...).load_method("forward")` (executorch_backend.load_program), cold after evicting the file from the
   page cache (`cold_evicted` says whether it left), warm with the file cached; in this process;
 - memory: resident = RSS growth over the load (the program's constants and planned buffers);
   activation peak = the program's planned activation memory (the sum of its execution plan's
@@ -79,7 +79,7 @@ def profile_programs(pte_dir, into, threads=(1,), runs: int = 3, n_loads: int = 
     """Profile every encoder program of `pte_dir` into `into`. Returns {model: 'profiled' | why not}."""
     manifest = eb.read_manifest(pte_dir)
     quant, done = manifest["quant"], {}
-    import executorch.runtime  # noqa: F401  (the baseline is a process that has the runtime, no program)
+    from executorch.extension.pybindings import _C  # noqa: F401  (the baseline: a process with the runtime, no program)
     import torch  # noqa: F401
     baseline = memory.rss()
     for entry in manifest["programs"]:
