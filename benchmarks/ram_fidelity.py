@@ -99,6 +99,15 @@ class Runs:
             print(f"  {key}: {r['outcome']} (cgroup peak {r['cgroup_peak_bytes'] / MB:.0f} MB)", flush=True)
         return self.done[key]
 
+    def of(self, sc_path: Path, policy: str) -> dict[int, dict]:
+        """The runs made of one plan, by limit (in the order of their keys)."""
+        out = {}
+        for key, r in sorted(self.done.items()):
+            stem, pol, lim = key.split("/")
+            if stem == sc_path.stem and pol == policy:
+                out[int(lim)] = r
+        return out
+
 
 def fit_and_outcomes(runs: Runs, sc_path, policy, smin: int) -> tuple[dict, list[dict]]:
     """Real runs at smin -10% and +10%, then bisection of the real boundary."""
@@ -108,10 +117,8 @@ def fit_and_outcomes(runs: Runs, sc_path, policy, smin: int) -> tuple[dict, list
     killed, done = [], []
     for o in outcomes:
         (done if o["measured"] == "completed" else killed).append(o["ram_limit_bytes"])
-    for key, r in runs.done.items():   # every earlier run of this plan bounds the boundary too (outcomes are monotone)
-        stem, pol, lim = key.split("/")
-        if stem == sc_path.stem and pol == policy:
-            (done if r["outcome"] == "completed" else killed).append(int(lim))
+    for lim, r in runs.of(sc_path, policy).items():   # every earlier run of this plan bounds the boundary too (outcomes are monotone)
+        (done if r["outcome"] == "completed" else killed).append(lim)
     step = OUTCOME_STEP
     while not killed:          # the real boundary lies lower: widen downwards
         step += OUTCOME_STEP
@@ -136,8 +143,7 @@ def fit_from_cache(runs: Runs, sc_path, policy, smin: int) -> tuple[dict, list[d
     """The fit and outcomes from the runs made (--report-only): a bracket where the bisection did
     not finish, `status` saying which."""
     below, above = int(smin * (1 - OUTCOME_STEP)), int(smin * (1 + OUTCOME_STEP))
-    made = {int(k.split("/")[2]): r["outcome"] for k, r in runs.done.items()
-            if k.split("/")[0] == sc_path.stem and k.split("/")[1] == policy}
+    made = {lim: r["outcome"] for lim, r in runs.of(sc_path, policy).items()}
     outcomes = [{"ram_limit_bytes": lim, "predicted": pred, "measured": made[lim]}
                 for lim, pred in ((below, "oom-killed"), (above, "completed")) if lim in made]
     done = [lim for lim, o in made.items() if o == "completed"]
@@ -190,11 +196,10 @@ def check(report: dict) -> list[str]:
 
 def times(runs: Runs, sc_path, policy, profile, clips) -> list[dict]:
     out = []
-    for key, r in sorted(runs.done.items()):
-        stem, pol, lim = key.split("/")
-        if stem == sc_path.stem and pol == policy and r["outcome"] == "completed":
-            s = sim(sc_path, policy, int(lim), profile, clips).summary
-            out.append({"scenario": stem, "policy": pol, "ram_limit_bytes": int(lim), "measured_e2e_s": r["e2e_s"],
+    for lim, r in runs.of(sc_path, policy).items():
+        if r["outcome"] == "completed":
+            s = sim(sc_path, policy, lim, profile, clips).summary
+            out.append({"scenario": sc_path.stem, "policy": policy, "ram_limit_bytes": lim, "measured_e2e_s": r["e2e_s"],
                         "simulated_e2e_s": round(s["e2e_s"], 3), "simulated_completed": s["completed"]})
     return out
 

@@ -31,8 +31,7 @@ import time
 from pathlib import Path
 
 from ..errors import ModelStoreError
-
-BACKENDS = ("executorch-xnnpack", "executorch-xnnpack-int8")
+from .specs import EXECUTORCH_BACKENDS as BACKENDS
 SENTENCE_TOKENS = 64     # the sentence encoder's padded text length
 MAX_CACHE = 256          # the decoder's static cache: prompt plus generated tokens
 BERT_MAX_TOKENS = 64     # the BERT caption program's longest prefix ([CLS] + caption tokens)
@@ -50,16 +49,16 @@ class _Sentence:
     def __new__(cls, net):
         import torch
 
+        from .zoo import mean_pool
+
         class Wrap(torch.nn.Module):
             def __init__(self):
                 super().__init__()
                 self.bert = net.bert
 
             def forward(self, input_ids, attention_mask):
-                hid = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                mask = attention_mask.unsqueeze(-1).to(hid.dtype)
-                pooled = (hid * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(pooled, p=2, dim=1)
+                return mean_pool(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,
+                                 attention_mask)
         return Wrap().eval()
 
 

@@ -154,6 +154,7 @@ class ProgramModule(Module):
     def _bert_caption(self, features, beam, tokens) -> list[int]:
         """zoo.bert_caption's beam search, each step one program call on every beam's whole prefix."""
         import torch
+        from .zoo import beam_step
         rows = self._input_shape("input_ids")[0]
         if beam != rows or tokens + 1 > self.entry["max_tokens"]:
             raise ModelStoreError(f"{self.name}: the program runs beam {rows} over at most {self.entry['max_tokens'] - 1} "
@@ -164,9 +165,7 @@ class ProgramModule(Module):
         for _ in range(tokens):
             n = seqs.shape[0]
             logp = eb.run(self.method, seqs[torch.arange(rows) % n], feats)[0][:n]   # rows beyond n: padding
-            top, idx = torch.topk((scores[:, None] + logp).reshape(-1), beam)
-            seqs = torch.cat([seqs[idx // vocab], (idx % vocab)[:, None]], dim=1)
-            scores = top
+            seqs, scores, _ = beam_step(seqs, scores, logp, beam, vocab)
         return [int(t) for t in seqs[int(torch.argmax(scores)), 1:]]
 
     def generate(self, prompt: str, tokens=64) -> str:

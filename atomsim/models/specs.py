@@ -6,12 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, valid_names
-
-PRESETS = ("paper", "small", "tiny")
-MODELS = ("video-encoder", "decoder", "bert-decoder", "sentence-encoder")
-BACKENDS = ("fp32", "torchao-int8", "torchao-int8-weight-only", "torch-dynamic-int8")
-# ExecuTorch programs (executorch_backend.py), exported from the fp32 weights; built only when asked
-EXECUTORCH_BACKENDS = ("executorch-xnnpack", "executorch-xnnpack-int8")
+# the names (one definition, beside the scenario schema); ExecuTorch programs
+# (executorch_backend.py) are exported from the fp32 weights, built only when asked
+from ..schema.names import BACKENDS, EXECUTORCH_BACKENDS, MODELS, PRESETS  # noqa: F401
 OPS = {
     "video-encoder": ("encode",),
     "decoder": ("caption", "generate"),

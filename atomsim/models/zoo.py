@@ -186,24 +186,31 @@ def bert_caption(m: BertCaptioner, features, beam=4, tokens=23) -> list[int]:
                 use_cache=True)
         cache = getattr(out, "cache", None) or out.past_key_values
         logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-        cand = (scores[:, None] + logp).reshape(-1)
-        k = beam if step < tokens else 1
-        top, idx = torch.topk(cand, k)
-        src, tok = idx // vocab, idx % vocab
+        seqs, scores, src = beam_step(seqs, scores, logp, beam, vocab)
         if src.numel() != n or not torch.equal(src, torch.arange(n)):
             cache.reorder_cache(src)
-        seqs = torch.cat([seqs[src], tok[:, None]], dim=1)
-        scores = top
-        inp = tok[:, None]
+        inp = seqs[:, -1:]
     best = int(torch.argmax(scores))
     return [int(t) for t in seqs[best, 1:]]
+
+
+def beam_step(seqs, scores, logp, beam: int, vocab: int):
+    """One step of the beam search: the `beam` best (sequence, next token) of every sequence's
+    log-probabilities `logp` [n, vocab]; (sequences, scores, the row each came from)."""
+    top, idx = torch.topk((scores[:, None] + logp).reshape(-1), beam)
+    src = idx // vocab
+    return torch.cat([seqs[src], (idx % vocab)[:, None]], dim=1), top, src
+
+
+def mean_pool(hid, attention_mask):
+    """Mean of the token states the mask keeps, L2-normalized (sentence-transformers' pooling)."""
+    mask = attention_mask.unsqueeze(-1).to(hid.dtype)
+    pooled = (hid * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
 
 @torch.inference_mode()
 def minilm_embed(m: MiniLM, tokenizer, texts: list[str]) -> torch.Tensor:
     """Same pipeline as sentence-transformers all-MiniLM-L6-v2: max 256 tokens, mean pooling, L2 norm."""
     enc = tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
-    hid = m.bert(**enc).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).to(hid.dtype)
-    pooled = (hid * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, p=2, dim=1)
+    return mean_pool(m.bert(**enc).last_hidden_state, enc["attention_mask"])

@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..errors import ConfigError, valid_names
 from .names import BACKENDS as TORCH_BACKENDS, EXECUTORCH_BACKENDS, MODELS, POLICIES, PRESETS, TASKS
+from .validation import read_mapping, validate
 
 BACKENDS = TORCH_BACKENDS + EXECUTORCH_BACKENDS
-from .validation import read_mapping, validate
 
 GB = 1e9
 MB = 1e6

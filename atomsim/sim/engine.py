@@ -28,7 +28,7 @@ done and the lane is free.
   What stays of the module's first use (`kept_after_free_bytes`, measured) joins the baseline, up
   to the largest such figure among the modules freed so far.
 - Loads and frees end with a heap trim (as `models.load` and `Module.free` call malloc_trim):
-  the heap kept by ops that are not running is returned.
+  the freed heap the allocator kept is returned (what running ops took from it stays in use).
 - Out of memory: the run stops at that moment (`OutOfMemory`). What counts against the RAM
   limit is `memory.py`'s charge (process memory less the runtime's shared-library pages).
 """
@@ -43,8 +43,6 @@ from ..schema.scenario import Device
 from ..schema.trace import Trace
 from .cpu import Cpu, LatencyCurve, Storage
 from .memory import Memory, OutOfMemory
-
-
 
 
 class CountingEnvironment(simpy.Environment):
@@ -94,9 +92,10 @@ def check_profile(profile: Profile, plan: Plan) -> None:
     """Raise ProfileError naming the module and op when the profile lacks what the plan needs."""
     checked = set()
     for s in plan.steps:
-        if s.instance is None or (s.instance, s.kind == "run" and s.op) in checked:
+        need = (s.instance, s.kind == "run" and s.op)   # a module, or one of its ops
+        if s.instance is None or need in checked:
             continue
-        checked.add((s.instance, s.kind == "run" and s.op))
+        checked.add(need)
         ref = plan.instances[s.instance]
         if s.kind == "run":
             try:

@@ -51,7 +51,8 @@ def _validate(args: argparse.Namespace) -> int:
     from .suite import validate_suite
 
     check_writable_dir(args.out)
-    scenarios = [load_scenario(p) for p in _scenario_paths(args.scenarios)]
+    paths = _scenario_paths(args.scenarios)
+    scenarios = [load_scenario(p) for p in paths]
     if args.ram_limit:   # bad sizes and a missing cgroup fail before any work
         from ..run.limit import MemoryCgroup, check_limit, parse_size
         for sc in scenarios:
@@ -68,7 +69,7 @@ def _validate(args: argparse.Namespace) -> int:
         if not args.allow_profile_mismatch:   # another preset's profile would report nonsense errors
             from ..plan import make_plan
             from ..schema.profile import check_profile_fits
-            for path, sc in zip(_scenario_paths(args.scenarios), scenarios):
+            for path, sc in zip(paths, scenarios):
                 keys = {ref.key for ref in make_plan(sc, None, 1).instances.values()}
                 check_profile_fits(profile, args.profile, sc.models.preset, keys, path)
     result = validate_suite(scenarios, profile, args.videos, args.out, store=args.store, profile_path=args.profile,
