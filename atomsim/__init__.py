@@ -17,25 +17,38 @@ __version__ = "0.1.0"
 # taken by one hold for the other; set THP_MEM_ALLOC_ENABLE=0 beforehand to measure without.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-# At most MALLOC_ARENA_MAX glibc malloc arenas (default here: 2). glibc gives each new thread
-# that meets a busy arena an arena of its own, up to 8 per core, and memory a thread frees stays
-# in its arena: a runner's lane threads and torch's OpenMP workers each kept the high-water mark
-# of their own allocations. Measured (small fp32 reload assembly, cgroup anonymous memory during
-# the first encode): 974-1009 MB with glibc's default, 818-822 MB with 1 or 2 arenas; the
-# profiler's activation figures, taken in one thread, cannot see that multiplication. Phones'
-# allocators (scudo, jemalloc) do not multiply it either. Set for this process (mallopt: arenas
-# are made lazily, when a thread first contends) and, through the environment, for the
-# processes it starts (glibc reads MALLOC_ARENA_MAX at start). Set it beforehand to change it.
-def _cap_malloc_arenas() -> None:
+# glibc malloc, made to behave the same in every process (a figure the profiler takes must hold
+# in the runner, whatever ran before):
+# - At most MALLOC_ARENA_MAX arenas (default here: 2). glibc gives each new thread that meets a
+#   busy arena an arena of its own, up to 8 per core, and memory a thread frees stays in its
+#   arena: a runner's lane threads and torch's OpenMP workers each kept the high-water mark of
+#   their own allocations. Measured (small fp32 reload assembly, cgroup anonymous memory during
+#   the first encode): 974-1009 MB with glibc's default, 818-822 MB with 1 or 2 arenas.
+# - A fixed mmap threshold, MALLOC_MMAP_THRESHOLD_ (default here: 32 MiB, the ceiling of glibc's
+#   own sliding threshold). glibc starts at 128 KiB and raises the threshold to the size of each
+#   mapped buffer freed, so whether a tensor's memory goes back to the system at free depended
+#   on what the process had freed before: the same first encode (small video-encoder/
+#   torch-dynamic-int8) grew a fresh profiler process by 126 MB and a runner that had loaded the
+#   four modules (their load temporaries freed) by about 175 MB; fp32 encode 101 MB fresh
+#   against 170 MB with the threshold at its ceiling. Fixed, glibc no longer slides it: every
+#   process serves buffers under 32 MiB from its heap from the start, as a long-running one does
+#   (no slower: encode 0.60 s fp32, 0.50 s dyn8 at 2 threads, against 0.73 and 0.43 s).
+# Set for this process (mallopt; arenas are made lazily, when a thread first contends) and,
+# through the environment, for the processes it starts (glibc reads both at start). Set either
+# beforehand to change it. Phones' allocators (scudo, jemalloc) differ again (docs/running.md).
+def _pin_glibc_malloc() -> None:
     try:
-        n = int(os.environ.setdefault("MALLOC_ARENA_MAX", "2"))
         import ctypes
-        ctypes.CDLL(None).mallopt(-8, n)   # M_ARENA_MAX (malloc.h); absent outside glibc
+        libc = ctypes.CDLL(None)
+        arenas = int(os.environ.setdefault("MALLOC_ARENA_MAX", "2"))
+        mmap_threshold = int(os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20)))
+        libc.mallopt(-8, arenas)            # M_ARENA_MAX (malloc.h); absent outside glibc
+        libc.mallopt(-3, mmap_threshold)    # M_MMAP_THRESHOLD: fixed, no longer sliding
     except (OSError, AttributeError, ValueError):   # not glibc, or a value glibc ignores too
         pass
 
 
-_cap_malloc_arenas()
+_pin_glibc_malloc()
 
 
 def _quiet_import_noise() -> None:

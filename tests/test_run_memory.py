@@ -71,3 +71,37 @@ def test_importing_atomsim_caps_malloc_arenas_at_two_unless_set_before():
     assert arenas() == ("2", 2)
     value, n = arenas(MALLOC_ARENA_MAX="8")
     assert value == "8" and n > 2
+
+
+MMAP_PROBE = """
+import ctypes, os
+import atomsim
+libc = ctypes.CDLL(None)
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = Mallinfo2, ctypes.c_void_p, [ctypes.c_void_p]
+def mapped(size):   # is a buffer of `size` bytes served by its own mmap (glibc's hblks)?
+    before = libc.mallinfo2().hblks
+    p = libc.malloc(size)
+    n = libc.mallinfo2().hblks - before
+    libc.free(p)
+    return n
+print(os.environ["MALLOC_MMAP_THRESHOLD_"], mapped(8 << 20), mapped(64 << 20))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_importing_atomsim_pins_the_mmap_threshold_unless_set_before():
+    """An 8 MiB buffer comes from the heap under the pinned threshold (32 MiB: no longer sliding
+    with what the process freed before), 64 MiB from its own mapping; with the threshold set
+    beforehand at glibc's start value (128 KiB) the 8 MiB buffer is mapped (the check can fail)."""
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+
+    def probe(**extra):
+        p = subprocess.run([sys.executable, "-c", MMAP_PROBE], capture_output=True, text=True, env={**env, **extra})
+        assert p.returncode == 0, p.stderr
+        return p.stdout.split()
+    assert probe() == [str(32 << 20), "0", "1"]
+    assert probe(MALLOC_MMAP_THRESHOLD_="131072") == ["131072", "1", "1"]

@@ -274,7 +274,8 @@ def _finish(sc, prep, trace, monitor, pipe, loads, out_dir) -> RunResult:
         "video_read_s": round(prep["read_s"], 6), "requests": sc.workload.request_count(),
         "peak_method": method, "sampled_peak_bytes": trace.peak()[0],
         "memory_sample_hz": round(monitor.rate_hz(), 1), "preset": sc.models.preset, "huge_pages": huge_pages(),
-        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), "instances": {k: v.key for k, v in plan.instances.items()},
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+        "instances": {k: v.key for k, v in plan.instances.items()},
         "loads": match_loads(plan, loads),
         "memory_events": monitor.events, "outcome": "completed"})
     summary["peak_bytes"], summary["breakdown_bytes"] = int(peak), {k: int(v) for k, v in breakdown.items()}
