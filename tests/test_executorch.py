@@ -116,6 +116,10 @@ def test_manifest_says_what_each_program_expects_and_what_was_not_exported(progr
     assert progs["video-encoder"]["inputs"] == [{"name": "frames", "dtype": "float32", "shape": [6, 3, 224, 224]}]
     assert progs["decoder"]["inputs"][0] == {"name": "inputs_embeds", "dtype": "float32", "shape": [1, None, 64]}
     assert progs["decoder"]["max_cache_len"] == 256
+    assert progs["decoder"]["methods"]["beam"]["inputs"] == [
+        {"name": "inputs_embeds", "dtype": "float32", "shape": [4, None, 64]},
+        {"name": "cache_position", "dtype": "int64", "shape": [None]},
+        {"name": "parents", "dtype": "int64", "shape": [4]}]
     assert (root / "executorch-xnnpack" / "video-encoder.pte").stat().st_size == progs["video-encoder"]["bytes"]
     assert fp["not_exported"] == {} and progs["bert-decoder"]["inputs"][0] == {
         "name": "input_ids", "dtype": "int64", "shape": [4, None]}

@@ -54,14 +54,33 @@ def test_every_module_loads_and_computes_what_the_torch_module_does(et_store, qu
                 assert got == ref.caption(f, beam=4, tokens=6)
         else:
             f = torch.randn(mod.feature_dim(), generator=torch.Generator().manual_seed(2))
-            got = mod.caption(f, beam=4, tokens=6)   # greedy: the program's cache holds one sequence
+            got = mod.caption(f, beam=4, tokens=6)   # the program's beam method
             assert len(got) == 6 and isinstance(mod.generate("a short prompt", tokens=4), str)
             if quant == "executorch-xnnpack":
-                assert got == ref.caption(f, beam=1, tokens=6)
+                assert got == ref.caption(f, beam=4, tokens=6)
+                assert mod.caption(f, beam=1, tokens=6) == ref.caption(f, beam=1, tokens=6)   # forward, greedy
         mod.free()
         ref.free()
         with pytest.raises(RuntimeError, match="freed"):
             mod.example_inputs(models.OPS[m][0])
+
+
+def test_decoder_program_beam_search_gives_the_torch_modules_beam_captions(et_store):
+    """The `beam` method (batch 4, cache rows reordered by the beams' parents) under the host's beam
+    search: transformers' beam-4 captions of the torch module, which differ from the greedy ones."""
+    from atomsim.errors import ModelStoreError
+    mod = models.load("tiny", "decoder", "executorch-xnnpack", store=et_store)
+    ref = models.load("tiny", "decoder", "fp32", store=et_store)
+    assert mod.entry["methods"]["beam"]["batch"] == 4
+    for seed in range(4):
+        f = torch.randn(mod.feature_dim(), generator=torch.Generator().manual_seed(seed))
+        want = ref.caption(f, beam=4, tokens=8)
+        assert mod.caption(f, beam=4, tokens=8) == want != ref.caption(f, beam=1, tokens=8), seed
+    with pytest.raises(ModelStoreError, match="runs beam 4 .or 1.; asked beam 3"):
+        mod.caption(f, beam=3, tokens=2)
+    mod.entry = {k: v for k, v in mod.entry.items() if k != "methods"}   # a program exported before the beam method
+    with pytest.raises(ModelStoreError, match="no beam method .* --force"):
+        mod.caption(f, beam=4, tokens=2)
 
 
 def test_store_metadata_names_the_program_and_its_source(et_store):

@@ -9,15 +9,18 @@
   dynamically quantized GEMMs (QD8-F32-QC8W), where torchao's tensor-subclass configs are not
   lowered by the XNNPACK partitioner.
 
-Programs (one method `forward` each, every shape static but the decoder's sequence length):
+Programs (method `forward`; every shape static but the decoders' sequence lengths):
 - video-encoder: frames [F, 3, S, S] -> feature vector (one forward).
 - sentence-encoder: input_ids, attention_mask [items, L] -> L2-normalized mean-pooled embeddings
   (tokenizing stays in Python; texts padded to L tokens).
-- decoder (Llama): transformers' `TorchExportableModuleForDecoderOnlyLM` (a static KV cache held
-  in the program as mutable buffers), inputs_embeds [1, T, H] and cache_position [T] with T
-  dynamic: prefill is one call with the prompt, each decode step a call with one token; the
-  token loop stays in Python (greedy, batch 1: no beam, as the cache cannot be reordered from
-  outside the program).
+- decoder (Llama): two methods over transformers' `TorchExportableModuleWithStaticCache` (a
+  static KV cache held in the program as mutable buffers), T dynamic: `forward`, batch 1,
+  inputs_embeds [1, T, H] and cache_position [T] (generate: greedy); `beam`, batch = the beam
+  width, inputs_embeds [beam, T, H], cache_position [T] and `parents` [beam], the cache row each
+  beam continues, by which the program reorders its cache before the step (`_BeamStep`). Prefill
+  is one call with the prompt, each decode step a call with one token per row; the token loop
+  and the beam search stay in Python (`greedy`, `beam_search`). The two methods share the
+  weights in the file (tiny fp32: 0.62 MB with `forward` alone, 0.68 MB with both).
 - bert-decoder: one beam step without a KV cache (`_BertStep`): input_ids [beam, T] (T dynamic,
   up to BERT_MAX_TOKENS) and the clip's features -> log-probabilities of the next token [beam,
   vocab]; the beam search stays in Python and each step runs the whole prefix again (transformers'
@@ -62,6 +65,28 @@ class _Sentence:
         return Wrap().eval()
 
 
+class _BeamStep:
+    """The static-cache decoder at batch `beam`, with a third input `parents` [beam]: before the
+    step each cache row becomes the row of the beam it continues (index_select + copy_ of every
+    layer's key and value buffers), as transformers' beam search reorders its cache."""
+
+    def __new__(cls, inner):
+        import torch
+
+        class Step(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = inner
+                self.names = [f"{kv}_cache_{i}" for i in range(len(inner.static_cache.layers)) for kv in ("key", "value")]
+
+            def forward(self, inputs_embeds, cache_position, parents):
+                for name in self.names:
+                    buf = getattr(self.inner, name)
+                    buf.copy_(buf.index_select(0, parents))
+                return self.inner(inputs_embeds=inputs_embeds, cache_position=cache_position)
+        return Step().eval()
+
+
 class _BertStep:
     """BertCaptioner without a cache: the query tokens from the features, then the next-token
     log-probabilities of every beam (as zoo.bert_caption computes them, without its cache)."""
@@ -92,7 +117,7 @@ def _bert(net, shape):
 
 
 def example_inputs(model: str, net, shape: dict) -> tuple[object, tuple, dict | None]:
-    """(module to export, example args, dynamic shapes) of one program."""
+    """(module to export, example args, dynamic shapes) of the program's `forward` method."""
     import torch
     g = torch.Generator().manual_seed(0)
     if model == "video-encoder":
@@ -103,19 +128,31 @@ def example_inputs(model: str, net, shape: dict) -> tuple[object, tuple, dict | 
         ids = torch.randint(1000, 2000, (n, SENTENCE_TOKENS), generator=g)
         return _Sentence(net), (ids, torch.ones(n, SENTENCE_TOKENS, dtype=torch.long)), None
     if model == "decoder":
-        return _llama(net, shape)
+        return _llama(net, 1)
     return _bert(net, shape)
 
 
-def _llama(net, shape):
+def other_methods(model: str, net, shape: dict) -> dict:
+    """The program's methods beside `forward`: name -> (module, example args, dynamic shapes)."""
+    if model != "decoder":
+        return {}
+    import torch
+    beam = int(shape.get("beam", 4))
+    module, args, kw = _llama(net, beam)
+    kw["kwargs"]["parents"] = torch.arange(beam)
+    kw["dynamic_shapes"]["parents"] = None
+    return {"beam": (_BeamStep(module), args, kw)}
+
+
+def _llama(net, batch: int):
     import torch
     from transformers.integrations.executorch import TorchExportableModuleForDecoderOnlyLM
     lm = net.lm
     lm.generation_config.cache_implementation = "static"
     lm.config.use_cache = True
-    wrap = TorchExportableModuleForDecoderOnlyLM(lm, batch_size=1, max_cache_len=MAX_CACHE).eval()
+    wrap = TorchExportableModuleForDecoderOnlyLM(lm, batch_size=batch, max_cache_len=MAX_CACHE).eval()
     t = 4
-    emb = torch.randn(1, t, lm.config.hidden_size)
+    emb = torch.randn(batch, t, lm.config.hidden_size)
     seq = torch.export.Dim("seq", min=1, max=MAX_CACHE - 1)
     return wrap.model, (), {"kwargs": {"inputs_embeds": emb, "cache_position": torch.arange(t)},
                             "dynamic_shapes": {"inputs_embeds": {1: seq}, "cache_position": {0: seq}},
@@ -161,16 +198,20 @@ def partitioners(quant: str) -> list:
     return [XnnpackPartitioner()]
 
 
-def lower(module, args, kwargs: dict | None, quant: str):
-    """The program's bytes: torch.export, (int8: XNNPACK's quantizer), XNNPACK partitioner."""
+def lower(module, args, kwargs: dict | None, quant: str, others: dict | None = None):
+    """The program's bytes: torch.export of `forward` (and of the `others` methods: name ->
+    (module, args, kwargs)), (int8: XNNPACK's quantizer), XNNPACK partitioner, one program."""
     import torch
     from executorch.exir import to_edge_transform_and_lower
-    kwargs = kwargs or {}
-    if quant == "executorch-xnnpack-int8":
-        module = _quantize(module, args, kwargs)
-    with torch.no_grad():
-        ep = torch.export.export(module, args, kwargs=kwargs.get("kwargs"),
-                                 dynamic_shapes=kwargs.get("dynamic_shapes"), strict=kwargs.get("strict", False))
+    eps = {}
+    for name, (mod, a, kw) in {"forward": (module, args, kwargs), **(others or {})}.items():
+        kw = kw or {}
+        if quant == "executorch-xnnpack-int8":
+            mod = _quantize(mod, a, kw)
+        with torch.no_grad():
+            eps[name] = torch.export.export(mod, a, kwargs=kw.get("kwargs"), dynamic_shapes=kw.get("dynamic_shapes"),
+                                            strict=kw.get("strict", False))
+    ep = eps if len(eps) > 1 else eps["forward"]
     return to_edge_transform_and_lower(ep, partitioner=partitioners(quant)).to_executorch().buffer
 
 
@@ -193,8 +234,9 @@ def export_module(preset: str, model: str, quant: str, out_dir, store=None, shap
     mod = load(preset, model, "fp32", store=store)
     t0 = time.perf_counter()
     module, args, kwargs = example_inputs(model, mod.net, shape)
+    others = other_methods(model, mod.net, shape)
     try:
-        data = lower(module, args, kwargs, quant)
+        data = lower(module, args, kwargs, quant, others)
     except Exception as e:
         raise ModelStoreError(f"{model}/{quant} ({preset}) cannot be exported: {type(e).__name__}: "
                               f"{str(e).splitlines()[0][:300] if str(e) else ''}") from e
@@ -205,9 +247,16 @@ def export_module(preset: str, model: str, quant: str, out_dir, store=None, shap
              "bytes": len(data), "inputs": program_inputs(model, args, kwargs), "shape": shape,
              "export_s": round(time.perf_counter() - t0, 2)}
     if model == "decoder":
+        beam = others["beam"]
         entry.update(max_cache_len=MAX_CACHE, hidden_size=mod.net.lm.config.hidden_size,
                      output="logits [1, T, vocab]", loop="prefill: one call with the prompt's embeddings and "
-                     "cache_position 0..T-1; each decode step: one token's embedding at the next position")
+                     "cache_position 0..T-1; each decode step: one token's embedding at the next position",
+                     methods={"beam": {"batch": int(beam[2]["kwargs"]["parents"].numel()),
+                                       "inputs": program_inputs(model, beam[1], beam[2]),
+                                       "output": "logits [beam, T, vocab]",
+                                       "loop": "beam search on the host: prefill with the prompt in every row and parents "
+                                       "0..beam-1; each step, each beam's last token at the next position and the row "
+                                       "of the beam it continues (parents)"}})
     if model == "bert-decoder":
         entry.update(max_tokens=BERT_MAX_TOKENS, output="log-probabilities [beam, vocab] of the next token",
                      loop="beam search on the host: each step, the beams' token ids so far ([CLS] first) and the "
@@ -266,22 +315,23 @@ def pool_threads() -> int:
 
 
 class Method:
-    """A program's `forward` method, loaded (file read and load_method); `execute(inputs)` as
-    executorch.runtime's Method."""
+    """A program's methods, loaded (file read and load_method of each: `forward` and `names`);
+    `execute(inputs)` runs `forward` as executorch.runtime's Method, `execute(inputs, name)` another."""
 
-    def __init__(self, path):
+    def __init__(self, path, names=()):
         from executorch.extension.pybindings import _C
         self.program = _C._load_program(str(path), enable_etdump=False, debug_buffer_size=0,
                                         program_verification=_C.Verification.InternalConsistency, data_path=None)
-        self.method = self.program.load_method("forward")
+        self.methods = {n: self.program.load_method(n) for n in ("forward", *names)}
+        self.method = self.methods["forward"]
 
-    def execute(self, inputs):
-        return self.method(list(inputs))
+    def execute(self, inputs, name="forward"):
+        return self.methods[name](list(inputs))
 
 
-def load_program(path) -> Method:
-    """The program's `forward` method (file read plus load_method)."""
-    return Method(path)
+def load_program(path, names=()) -> Method:
+    """The program's `forward` method and the methods `names` (file read plus load_method)."""
+    return Method(path, names)
 
 
 def run(method, *inputs):
@@ -301,6 +351,27 @@ def greedy(method, embed, prefix_embeds, tokens: int) -> list[int]:
         if i + 1 < tokens:
             logits = run(method, embed[tok].reshape(1, 1, -1), torch.tensor([t + i]))[0]
     return out
+
+
+def beam_search(method, embed, prefix_embeds, beam: int, tokens: int) -> list[int]:
+    """The decoder's beam search in Python over the program's `beam` method (batch `beam`): prefill
+    with the prefix [1, T, H] in every row, then per token zoo.beam_step on the rows' log-probabilities
+    and one step with each beam's last token, the cache rows reordered by the beams' parents. The
+    best sequence's tokens (every beam has the same length: no length penalty to apply)."""
+    import torch
+    from .zoo import beam_step
+    vocab, t = embed.shape[0], prefix_embeds.shape[1]
+    logits = method.execute([prefix_embeds.expand(beam, -1, -1).contiguous(), torch.arange(t), torch.arange(beam)],
+                            "beam")[0]
+    seqs, scores = torch.zeros(1, 0, dtype=torch.long), torch.zeros(1)
+    logp = torch.log_softmax(logits[:1, -1].float(), dim=-1)   # the rows hold one sequence so far
+    for i in range(tokens):
+        seqs, scores, parents = beam_step(seqs, scores, logp, beam, vocab)
+        if i + 1 < tokens:
+            logits = method.execute([embed[seqs[:, -1]].unsqueeze(1).contiguous(), torch.tensor([t + i]), parents],
+                                    "beam")[0]
+            logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+    return [int(x) for x in seqs[int(torch.argmax(scores))]]
 
 
 def etdump_run(path, inputs: tuple, etdump_path, runs: int = 3, threads: int = 1):

@@ -16,10 +16,12 @@ What the host code does around the programs:
   last text; the padding rows are dropped).
 - bert-decoder: the beam search in Python, as zoo.bert_caption, each step one call of the
   program on every beam's prefix (no cache: the prefix runs again); the program's batch is the beam.
-- decoder: the token loop in Python (`executorch_backend.greedy`): prefill, then one call per
-  token. Captions are greedy (beam 1), whatever `beam` says: the program's static KV cache holds
-  one sequence and cannot be reordered from outside it. A prompt longer than the cache leaves
-  room for (`MAX_CACHE - tokens`) keeps its last tokens.
+- decoder: the token loop in Python: prefill, then one call per token. `generate` and a beam-1
+  caption run the program's batch-1 `forward` greedily (`executorch_backend.greedy`); a caption
+  of the program's beam width runs its `beam` method, the beam search on the host
+  (`executorch_backend.beam_search`: the same search as transformers' on the torch module), any
+  other width is refused. A prompt longer than the cache leaves room for (`MAX_CACHE - tokens`)
+  keeps its last tokens.
 - threads: XNNPACK's thread pool is one per process. Each op sets it to torch's thread count of
   the calling thread (what the runner's lanes and the profiler set) when no other op is running,
   otherwise it runs with the pool as it is. A loaded program keeps the pool it was loaded with,
@@ -98,7 +100,7 @@ class ProgramModule(Module):
         epoch = _Pool.enter(torch.get_num_threads())
         try:
             if epoch != self.epoch:
-                self.method, self.epoch = eb.load_program(self.path / PROGRAM), epoch
+                self.method, self.epoch = eb.load_program(self.path / PROGRAM, list(self.entry.get("methods", {}))), epoch
                 self.reloads += 1
             yield
         finally:
@@ -143,13 +145,22 @@ class ProgramModule(Module):
         with self._session("caption"):
             if self.model == "bert-decoder":
                 return self._bert_caption(features, beam, tokens)
-            return self._llama_caption(features, tokens)
+            return self._llama_caption(features, beam, tokens)
 
-    def _llama_caption(self, features, tokens) -> list[int]:
+    def _llama_caption(self, features, beam, tokens) -> list[int]:
         import torch
         emb = self.embeddings
         prefix = torch.cat([features.reshape(1, 1, -1).float(), emb[self.tokenizer.bos_id].reshape(1, 1, -1)], dim=1)
-        return eb.greedy(self.method, emb, prefix, tokens)
+        if beam == 1:
+            return eb.greedy(self.method, emb, prefix, tokens)
+        width = self.entry.get("methods", {}).get("beam", {}).get("batch")
+        if width is None:
+            from .store import rebuild_cmd
+            raise ModelStoreError(f"{self.name}: the program has no beam method (exported before the beam search): "
+                                  f"run `{rebuild_cmd(self.preset, self.model, self.quant, self.path.parents[2])} --force`")
+        if beam != width:
+            raise ModelStoreError(f"{self.name}: the program runs beam {width} (or 1); asked beam {beam}")
+        return eb.beam_search(self.method, emb, prefix, beam, tokens)
 
     def _bert_caption(self, features, beam, tokens) -> list[int]:
         """zoo.bert_caption's beam search, each step one program call on every beam's whole prefix."""
@@ -182,6 +193,18 @@ class ProgramModule(Module):
             return int(self.embeddings.shape[1])
         return super().feature_dim()
 
+    def weight_bytes(self) -> int:
+        """What the runner counts as this module's weights when its load overlapped another (it
+        cannot tell their RSS growths apart): the program file's bytes (its constants) plus the
+        host-side embeddings table. Not what the load keeps resident: XNNPACK packs the delegated
+        weights into buffers of its own at load_method, and the mapped constants it does not use
+        are read only when an op touches them (small profile: RSS growth over load 0.53-0.73 of
+        the file fp32, 1.9 of it int8)."""
+        if self.method is None:
+            return 0
+        emb = 0 if self.embeddings is None else self.embeddings.numel() * self.embeddings.element_size()
+        return int(self.entry.get("bytes") or (self.path / PROGRAM).stat().st_size) + emb
+
     def free(self) -> None:
         from ..procfs import malloc_trim
         self.method = self.embeddings = self.tokenizer = None
@@ -202,7 +225,7 @@ def load(preset, model, quant, store=None, path=None, verify=False) -> ProgramMo
     from .store import model_dir, read_meta, rebuild_cmd, sha256
     d = Path(path) if path is not None else model_dir(preset, model, quant, store)
     meta = read_meta(d, preset, model, quant, store)
-    fix = f"run `{rebuild_cmd(preset, model, quant, store)}`"
+    fix = f"run `{rebuild_cmd(preset, model, quant, store)} --force`"
     for name, info in meta["files"].items():
         f = d / name
         if not f.exists() or f.stat().st_size != info["bytes"] or (verify and sha256(f) != info["sha256"]):
@@ -219,7 +242,7 @@ def load(preset, model, quant, store=None, path=None, verify=False) -> ProgramMo
     import torch
     epoch = _Pool.enter(torch.get_num_threads())   # loaded with the pool its first ops will likely use
     try:
-        method = eb.load_program(d / PROGRAM)
+        method = eb.load_program(d / PROGRAM, list(meta.get("program", {}).get("methods", {})))
     except Exception as e:   # noqa: BLE001 - the runtime's own errors (RuntimeError, ValueError)
         raise ModelStoreError(f"program {d / PROGRAM} cannot be loaded ({type(e).__name__}: {str(e)[:200]}); {fix}") from e
     finally:

@@ -16,7 +16,8 @@ Method (documented in docs/running.md):
   - baseline: RSS before the first load, minus the input tensors alive then;
   - weights: for each live module, the RSS increase its load retained (RSS after the load minus
     RSS before it); when loads overlapped in time (parallel lanes) the deltas are not separable,
-    so an overlapped load counts its tensor bytes (parameters + buffers) instead;
+    so an overlapped load counts its tensor bytes (parameters + buffers) instead (an ExecuTorch
+    program: its file's bytes, plus the decoder's embeddings table: `ProgramModule.weight_bytes`);
   - each field is clamped to what the RSS leaves after the fields before it (baseline, weights,
     inputs, rest), so the five always sum to the sampled RSS;
   - inputs: bytes of clip frame and feature tensors alive (the pipeline reports them);
@@ -47,7 +48,11 @@ def rss_bytes() -> int:
 
 
 def tensor_bytes(module) -> int:
-    """Bytes of the unique storages of a module's parameters and buffers."""
+    """Bytes of the unique storages of a module's parameters and buffers; a module without a torch
+    module (an ExecuTorch ProgramModule) says its own (`weight_bytes`)."""
+    own = getattr(module, "weight_bytes", None)
+    if callable(own):
+        return int(own())
     net = getattr(module, "net", None)
     if net is None or not hasattr(net, "parameters"):
         return 0
