@@ -37,7 +37,7 @@ class Sampler(threading.Thread):
 
     def __init__(self, events: Path):
         super().__init__(daemon=True)
-        self.events, self.stop, self.by_step = events, threading.Event(), {}
+        self.events, self.stop, self.by_step, self.series = events, threading.Event(), {}, []
 
     def run(self):
         import os
@@ -66,6 +66,7 @@ class Sampler(threading.Thread):
                         running.discard(e["step"])
             for s in running:
                 self.by_step[s] = max(self.by_step.get(s, 0), anon)
+            self.series.append((time.monotonic(), anon, sorted(running)))
 
 
 def simulated_by_step(sc, profile, policy) -> dict:
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--policy", default=None)
     ap.add_argument("--limit", default="4GB", help="a limit the run fits in (default 4GB)")
     ap.add_argument("--profile", default=None, help="default: the scenario's")
+    ap.add_argument("--series", default=None, metavar="CSV", help="also write every sample: seconds, MB, steps running")
     a = ap.parse_args(argv)
     sc = load_scenario(a.scenario)
     policy = a.policy or sc.policy
@@ -99,6 +101,9 @@ def main(argv=None) -> int:
     sampler.stop.set()
     sampler.join()
     sim = simulated_by_step(sc, profile, policy)
+    if a.series and sampler.series:
+        t0 = sampler.series[0][0]
+        Path(a.series).write_text("".join(f"{t - t0:.3f},{m / MB:.1f},{' '.join(s)}\n" for t, m, s in sampler.series))
     print(f"{summary['outcome']}; cgroup peak {summary['cgroup_peak_bytes'] / MB:.0f} MB; run in {out}")
     print(f"{'step':<28} {'measured anon (MB)':>19} {'simulated charge (MB)':>22} {'diff':>8}")
     for step, sim_b in sim.items():

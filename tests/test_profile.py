@@ -67,6 +67,9 @@ def test_activation_peak_grows_with_frames_and_size(workers, tiny_store):
         peaks.append(r["activation_peak_by_threads"]["1"])
         assert r["input_bytes"] == frames * 3 * size * size * 4
     assert peaks[0] < peaks[1] < peaks[2], peaks
+    # the load's temporaries, taken in this (the runner's) state: the 64 MiB the test hook
+    # allocates and frees inside the load (the module itself is a few MB)
+    assert 0.9 * 64 * MB <= workers.run(dict(job, ops={"encode": {}}))["load_transient"] <= 64 * MB + 32 * MB
     # 4x the frames adds 1176 patch tokens, 4x the pixels 4704: the peak grows with the tokens
     # (on top of what a first call sets up once)
     assert peaks[2] - peaks[1] > 2 * (peaks[1] - peaks[0]), peaks
@@ -84,6 +87,7 @@ def test_cli_quick_profile_show_compare(tiny_store, tmp_path, capsys):
     assert set(m.ops) == {"caption", "generate"}
     assert m.load.cold_s.n == 2 and m.ops["caption"].latency_s["1"].warmups
     assert m.load.cold_evicted in (True, None)
+    assert m.load.transient_runner_bytes is not None and m.load.temporaries_bytes() == m.load.transient_runner_bytes
     assert p.baseline_rss_bytes > 50 * MB and p.storage_read_bytes_per_s > 0
     assert p.pipeline_ops_bytes["assemble"] > 0 and "pipeline_ops_bytes.assemble" in p.method   # x264's buffers
     assert "quick" in p.method["samples"] and p.device["cores"] >= 1
@@ -288,3 +292,42 @@ def test_ops_job_loads_and_runs_in_a_lane_thread_as_the_runner_does(monkeypatch)
     assert worker.in_lane(lambda a: a + 1, 1) == 2
     with pytest.raises(ZeroDivisionError):
         worker.in_lane(lambda: 1 / 0)
+
+
+def test_ops_job_decodes_the_reference_video_in_a_thread_as_the_runners_video_lane(monkeypatch):
+    """The streamed runner decodes clips in its video lane thread; decoded in the main thread
+    instead, the first small fp32 encode grew by 138 MB against about 93 MB (docs/running.md)."""
+    import threading
+
+    from atomsim.profile import worker
+    where = []
+    monkeypatch.setattr(worker, "runner_heap", lambda video: where.append(threading.current_thread() is threading.main_thread()))
+    monkeypatch.setattr(worker, "weight_files", lambda job: [])
+    monkeypatch.setattr(worker, "_ops_in_lane", lambda job, files, mem: {"ops": {}})
+    worker.job_ops({"ops": {}, "threads": [1], "samples": 1, "memory": True, "reference_video": "ref.mp4"})
+    assert where == [False]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs the anonymous/file split")
+def test_op_memory_counts_anonymous_memory_not_the_file_pages_a_call_pages_in(tmp_path):
+    """A call that pages in 64 MB of a file (as a first call pages in library code) and allocates
+    16 MB: its peak and what it keeps are the anonymous part (the file pages are page cache that a
+    RAM limit takes back; counted, the peak would be 80 MB and the kept 64 MB)."""
+    import mmap
+
+    from atomsim.profile import worker
+    f = tmp_path / "lib.bin"
+    f.write_bytes(os.urandom(1 << 20) * 64)
+    held = []
+
+    def call():
+        with open(f, "rb") as fh:
+            m = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
+        sum(m[i] for i in range(0, len(m), 4096))          # page the whole file in
+        held.append(m)                                        # stays mapped, as library code does
+        buf = bytearray(16 << 20)                              # anonymous, freed at return
+        buf[::4096] = b"\x01" * len(buf[::4096])
+        return len(buf)
+    peak, kept, method, _ = worker.op_memory(call, ())
+    assert 14e6 < peak < 30e6, (peak, method)
+    assert kept < 8e6, kept

@@ -157,7 +157,8 @@ def module_profile(preset, model, quant, loads_cold, loads_warm, memray_r, ops_r
                 transient_hwm_bytes=t_hwm, transient_memray_bytes=t_memray,
                 read_bytes_warm=None if _med([r.get("read_bytes") for r in loads_warm]) is None
                 else int(_med([r.get("read_bytes") for r in loads_warm])),
-                residency_after_evict=[r["evict"]["after"] for r in loads_cold])
+                residency_after_evict=[r["evict"]["after"] for r in loads_cold],
+                transient_runner_bytes=(ops_r or {}).get("load_transient"))
     ops = {}
     for op, r in (ops_r or {}).get("ops", {}).items():
         ops[op] = Op(latency_s={t: Stat.of(v["samples"], v["warmups"]) for t, v in r["latency"].items()},
@@ -209,7 +210,7 @@ def merge_rounds(rounds: list) -> dict:
     first = rounds[0]
     out = {"ops": {}, "resident_after_load": first["resident_after_load"],
            "resident_after_ops": first["resident_after_ops"], "free_s": [rd["free_s"] for rd in rounds],
-           "kept_after_free": first.get("kept_after_free")}
+           "kept_after_free": first.get("kept_after_free"), "load_transient": first.get("load_transient")}
     for op, r0 in first["ops"].items():
         lat = {}
         for t in r0["latency"]:
@@ -493,19 +494,26 @@ def assemble(state: dict) -> Profile:
                           "right after load; mmap'd weights fault in on first use): growth of anonymous memory (smaps_rollup) plus resident "
                           "pages of mappings of the weight files (/proc/self/smaps); library code paged in by "
                           "the first load is kept apart in other_file_bytes",
+        "load.transient_runner_bytes": "VmHWM (reset before the load) minus RSS after it (gc, malloc_trim), for the load "
+                                       "of the ops process's first round: in the runner's state (reference clips decoded "
+                                       "in a thread, the load in a lane thread), which the simulator uses; the load jobs' "
+                                       "own processes have never run torch, and their first load also carries the "
+                                       "allocator's first-use growth",
         "load.transient_bytes": "[low, high] of: VmHWM (reset via clear_refs 5 before load) minus RSS after load; "
                                 + ("memray heap (file mmaps excluded) at the load's peak minus heap still allocated at its "
                                    "end (memray.Tracker, one untimed extra load)" if has_memray else "memray not installed: RSS figure only"),
         "ops.latency_s": "wall time of one op call on real-shaped example inputs after warm-ups, "
                          "torch.set_num_threads(n) for each thread count",
         "ops.activation_peak_bytes": "max over thread counts of VmHWM after the op (reset via clear_refs 5 before) "
-                                     "minus RSS before; 'sampled-rss' (1 ms RSS polling) where clear_refs is not "
+                                     "minus RSS before, less the file pages the call paged in (library code: page cache "
+                                     "to a RAM limit); 'sampled-rss' (1 ms RSS polling) where clear_refs is not "
                                      "permitted (see each op's peak_method); the op's first call at each thread count "
                                      "in the first round, from a trimmed heap, in a process that first decoded the "
-                                     "clips of a reference video as `atomsim run` does (the allocator's state then "
-                                     "matches the runner's)",
-        "ops.heap_retained_bytes": "max over thread counts of RSS after that call (gc.collect, no malloc_trim) minus RSS "
-                                   "before it (after gc and malloc_trim): freed memory the allocator keeps until the next trim",
+                                     "clips of a reference video in a thread, as `atomsim run`'s video lane does (the "
+                                     "allocator's state then matches the runner's)",
+        "ops.heap_retained_bytes": "max over thread counts of anonymous memory after that call (gc.collect, no "
+                                   "malloc_trim) minus before it (after gc and malloc_trim): freed memory the allocator "
+                                   "keeps until the next trim",
         "storage_read_bytes_per_s": f"sequential read of a {bw['bytes'] >> 20} MiB scratch file in the store directory "
                                     f"after fsync and posix_fadvise(DONTNEED) (evicted: {bw['evicted']}), median of "
                                     f"{bw['seconds']['n']}",

@@ -224,9 +224,10 @@ def in_lane(fn, *args):
 def runner_heap(video) -> None:
     """Put this process's allocator in the state of `atomsim run` before its first load: the clips
     of a reference video decoded (`video`, made here when missing) and their frames dropped.
-    Measured: glibc then serves an encode's buffers from its heap (kept after the call) where a
-    process that never decoded video maps and unmaps them (video-encoder/torch-dynamic-int8,
-    small, 1 thread: peak 119-122 MB against 53-64 MB)."""
+    Called in a thread of its own, as the runner streams clips from its video lane: with the
+    clips decoded in the main thread instead, the first small fp32 encode in the lane thread grew
+    by 138 MB and kept 114 MB, against 92-95 and 40-43 MB decoded in a thread, and the runner's
+    first encode (reuse-serial, cgroup anonymous memory) by about 73 MB."""
     from atomsim.run.synthetic import make_video
     from atomsim.run.video import read_clips
     ref = ASSEMBLE_REFERENCE
@@ -243,16 +244,22 @@ def runner_heap(video) -> None:
 
 def op_memory(fn, inputs) -> tuple[int, int, str, float]:
     """(activation peak, heap kept, peak method, seconds) of one call from a trimmed heap: the
-    high-water mark above the RSS before, and the RSS it leaves after gc without a trim."""
+    high-water mark above the RSS before, and what it leaves after gc without a trim, both in
+    anonymous memory: the library code a first call pages in (file pages, about 12 MB for
+    video-encoder/fp32 encode) is page cache that a RAM limit takes back, not the op's memory."""
     memory.settle()
-    r0 = memory.rss()
+    s0 = memory.split()
     t0 = time.perf_counter()
     with memory.Peak() as pk:
         r = fn(*inputs)
         del r
     dt = time.perf_counter() - t0
     gc.collect()
-    return max(0, pk.peak - r0), max(0, memory.rss() - r0), pk.method, dt
+    s1 = memory.split()
+    if s0["anon"] is None or s1["anon"] is None:   # no anonymous/file split: RSS throughout
+        return max(0, pk.peak - s0["rss"]), max(0, s1["rss"] - s0["rss"]), pk.method, dt
+    paged_in = max(0, s1["file"] - s0["file"])     # file pages only grow during the call
+    return (max(0, pk.peak - s0["rss"] - paged_in), max(0, s1["anon"] - s0["anon"]), pk.method, dt)
 
 
 def job_ops(job) -> dict:
@@ -266,7 +273,7 @@ def job_ops(job) -> dict:
     files = weight_files(job)
     mem = job.get("memory", True)
     if mem and job.get("reference_video"):
-        runner_heap(job["reference_video"])   # in the main thread, as the runner decodes
+        in_lane(runner_heap, job["reference_video"])   # in a thread, as the runner's video lane decodes
     return in_lane(_ops_in_lane, job, files, mem)
 
 
@@ -274,8 +281,10 @@ def _ops_in_lane(job, files, mem) -> dict:
     import torch
     memory.settle()
     s0 = memory.split()
-    mod = load_target(job)
+    with memory.Peak() as pk:   # the load's temporaries in the runner's state (memory jobs)
+        mod, _ = timed_load(job)
     memory.settle()
+    load_transient = max(0, pk.peak - memory.rss())
     after_load = _resident(s0, files)
     res = {}
     budget, n = job.get("budget_s"), int(job["samples"])
@@ -319,6 +328,7 @@ def _ops_in_lane(job, files, mem) -> dict:
     memory.settle()
     kept = _resident(s0, files)   # what stays in the process once the module is freed
     return {"ops": res, "resident_after_load": after_load, "resident_after_ops": after_ops, "free_s": free_s,
+            "load_transient": load_transient if mem else None,
             "kept_after_free": kept["anon"] if kept["anon"] is not None else kept["resident"], **seen}
 
 
