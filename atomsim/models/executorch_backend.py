@@ -20,7 +20,8 @@ Programs (method `forward`; every shape static but the decoders' sequence length
   beam continues, by which the program reorders its cache before the step (`_BeamStep`). Prefill
   is one call with the prompt, each decode step a call with one token per row; the token loop
   and the beam search stay in Python (`greedy`, `beam_search`). The two methods share the
-  weights in the file (tiny fp32: 0.62 MB with `forward` alone, 0.68 MB with both).
+  weights in the file (tiny fp32: 0.62 MB with `forward` alone, 0.68 MB with both) and, packed,
+  in memory (XNNPACK's weight cache: executorch_weights).
 - bert-decoder: one beam step without a KV cache (`_BertStep`): input_ids [beam, T] (T dynamic,
   up to BERT_MAX_TOKENS) and the clip's features -> log-probabilities of the next token [beam,
   vocab]; the beam search stays in Python and each step runs the whole prefix again (transformers'
@@ -320,6 +321,8 @@ class Method:
 
     def __init__(self, path, names=()):
         from executorch.extension.pybindings import _C
+        from .executorch_weights import share_packed_weights
+        share_packed_weights()   # the methods share one packed copy of the weights
         self.program = _C._load_program(str(path), enable_etdump=False, debug_buffer_size=0,
                                         program_verification=_C.Verification.InternalConsistency, data_path=None)
         self.methods = {n: self.program.load_method(n) for n in ("forward", *names)}
@@ -377,6 +380,8 @@ def beam_search(method, embed, prefix_embeds, beam: int, tokens: int) -> list[in
 def etdump_run(path, inputs: tuple, etdump_path, runs: int = 3, threads: int = 1):
     """Run a program `runs` times with ETDump on (as executor_runner --etdump_path does) and write the dump."""
     from executorch.extension.pybindings.portable_lib import _load_for_executorch
+    from .executorch_weights import share_packed_weights
+    share_packed_weights()
     set_threads(threads)
     m = _load_for_executorch(str(path), enable_etdump=True, debug_buffer_size=0)
     for _ in range(runs):

@@ -197,10 +197,9 @@ class ProgramModule(Module):
         """What the runner counts as this module's weights when its load overlapped another (it
         cannot tell their RSS growths apart): the program file's bytes (its constants) plus the
         host-side embeddings table. Not what the load keeps resident: XNNPACK packs the delegated
-        weights into buffers of its own at load_method (each method its own copy: the decoder's
-        two), and mapped constants are read only when an op touches them. Small preset,
-        resident after load and one call of each op over these bytes: 1.1-1.8 fp32 (decoder 2.1),
-        1.2-4.0 int8 (decoder 2.2; profiles/host-small-executorch.json)."""
+        weights into buffers of its own at load_method (one copy for all methods: executorch_weights),
+        and mapped constants are read only when an op touches them. Small preset, resident after
+        load and one call of each op over these bytes: see profiles/host-small-executorch.json."""
         if self.method is None:
             return 0
         emb = 0 if self.embeddings is None else self.embeddings.numel() * self.embeddings.element_size()
