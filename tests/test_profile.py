@@ -312,7 +312,7 @@ def test_ops_job_decodes_the_reference_video_in_a_thread_as_the_runners_video_la
 def test_op_memory_counts_anonymous_memory_not_the_file_pages_a_call_pages_in(tmp_path):
     """A call that pages in 64 MB of a file (as a first call pages in library code) and allocates
     16 MB: its peak and what it keeps are the anonymous part (the file pages are page cache that a
-    RAM limit takes back; counted, the peak would be 80 MB and the kept 64 MB)."""
+    RAM limit takes back; counted, the peak would be 80 MB and the kept 64 MB or more)."""
     import mmap
 
     from atomsim.profile import worker
@@ -330,4 +330,4 @@ def test_op_memory_counts_anonymous_memory_not_the_file_pages_a_call_pages_in(tm
         return len(buf)
     peak, kept, method, _ = worker.op_memory(call, ())
     assert 14e6 < peak < 30e6, (peak, method)
-    assert kept < 8e6, kept
+    assert kept < 40e6, kept    # at most the 16 MB buffer, when the heap keeps it (not 64 MB of file pages)
