@@ -33,6 +33,7 @@ def test_profile_measures_every_module_through_its_program(et_store, tmp_path):
         assert sorted(mod.ops) == sorted(models.OPS[mod.model]), key
         for name, op in mod.ops.items():
             assert mod.missing(name) == [] and op.latency_s["1"].median > 0, (key, name)
+            assert getattr(op, "planned_activation_bytes", 0) > 0, (key, name)   # beside the RSS figures
 
 
 def test_a_program_the_runtime_cannot_load_fails_the_profile_naming_it(et_store, tmp_path, capsys):

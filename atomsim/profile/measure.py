@@ -166,7 +166,8 @@ def module_profile(preset, model, quant, loads_cold, loads_warm, memray_r, ops_r
                      input_bytes=r["input_bytes"], items=r["items"], shape=r["shape"],
                      activation_peak_by_threads=r["activation_peak_by_threads"], peak_method=r["peak_method"],
                      heap_retained_bytes=max(r["heap_retained_by_threads"].values()) if r.get("heap_retained_by_threads") else None,
-                     heap_retained_by_threads=r.get("heap_retained_by_threads"))
+                     heap_retained_by_threads=r.get("heap_retained_by_threads"),
+                     **({"planned_activation_bytes": r["planned_activation_bytes"]} if "planned_activation_bytes" in r else {}))
     after_load = int(_med([r["resident"] for r in both]))
     used = (ops_r or {}).get("resident_after_ops")
     if used:  # what a loaded module keeps once its ops ran (mmap'd weights fault in on first use)
@@ -511,6 +512,8 @@ def assemble(state: dict) -> Profile:
                                      "in the first round, from a trimmed heap, in a process that first decoded the "
                                      "clips of a reference video in a thread, as `atomsim run`'s video lane does (the "
                                      "allocator's state then matches the runner's)",
+        "ops.planned_activation_bytes": "ExecuTorch programs only: the largest total of non-constant buffers among the "
+                                        "program's execution plans (activation memory planned ahead of time)",
         "ops.heap_retained_bytes": "max over thread counts of anonymous memory after that call (gc.collect, no "
                                    "malloc_trim) minus before it (after gc and malloc_trim): freed memory the allocator "
                                    "keeps until the next trim",
