@@ -37,7 +37,7 @@ class Sampler(threading.Thread):
 
     def __init__(self, events: Path):
         super().__init__(daemon=True)
-        self.events, self.stop, self.by_step, self.series = events, threading.Event(), {}, []
+        self.events, self.stop, self.series = events, threading.Event(), []   # (time, anon bytes, steps running)
 
     def run(self):
         import os
@@ -64,9 +64,15 @@ class Sampler(threading.Thread):
                         running.add(e["step"])
                     elif e.get("kind") == "end":
                         running.discard(e["step"])
-            for s in running:
-                self.by_step[s] = max(self.by_step.get(s, 0), anon)
             self.series.append((time.monotonic(), anon, sorted(running)))
+
+    def by_step(self) -> dict:
+        """The largest anonymous memory sampled while each step ran."""
+        out = {}
+        for _, anon, running in self.series:
+            for s in running:
+                out[s] = max(out.get(s, 0), anon)
+        return out
 
 
 def simulated_by_step(sc, profile, policy) -> dict:
@@ -106,8 +112,9 @@ def main(argv=None) -> int:
         Path(a.series).write_text("".join(f"{t - t0:.3f},{m / MB:.1f},{' '.join(s)}\n" for t, m, s in sampler.series))
     print(f"{summary['outcome']}; cgroup peak {summary['cgroup_peak_bytes'] / MB:.0f} MB; run in {out}")
     print(f"{'step':<28} {'measured anon (MB)':>19} {'simulated charge (MB)':>22} {'diff':>8}")
+    measured = sampler.by_step()
     for step, sim_b in sim.items():
-        m = sampler.by_step.get(step)
+        m = measured.get(step)
         if m is None:
             print(f"{step:<28} {'(not sampled)':>19} {sim_b / MB:>22.1f}")
             continue

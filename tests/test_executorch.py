@@ -174,7 +174,7 @@ def test_profile_an_exported_module_from_its_etdump(programs, tmp_path):
 
 
 def test_profile_programs_measures_every_figure_of_the_encoder(programs, tmp_path, capsys):
-    from atomsim.profile.executorch_profile import planned_bytes
+    from atomsim.models.executorch_backend import planned_bytes
     root, _, _ = programs
     d = root / "executorch-xnnpack-int8"
     into = tmp_path / "host-et.json"

@@ -332,6 +332,14 @@ class Method:
         return self.methods[name](list(inputs))
 
 
+def planned_bytes(pte) -> int:
+    """The activation memory a program plans ahead of time: the largest total of non-constant
+    buffers among its methods' execution plans (allocated at load_method)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    plans = deserialize_pte_binary(Path(pte).read_bytes()).program.execution_plan
+    return max((int(sum(p.non_const_buffer_sizes)) for p in plans), default=0)
+
+
 def load_program(path, names=()) -> Method:
     """The program's `forward` method and the methods `names` (file read plus load_method)."""
     return Method(path, names)

@@ -206,12 +206,9 @@ class ProgramModule(Module):
         return int(self.entry.get("bytes") or (self.path / PROGRAM).stat().st_size) + emb
 
     def planned_activation_bytes(self) -> int:
-        """The activation memory the program plans ahead of time: the largest total of
-        non-constant buffers among its methods' execution plans (ExecuTorch allocates it at
-        load_method; the profiler records it beside the measured RSS figures)."""
-        from executorch.exir._serialize._program import deserialize_pte_binary
-        plans = deserialize_pte_binary((self.path / PROGRAM).read_bytes()).program.execution_plan
-        return max((int(sum(p.non_const_buffer_sizes)) for p in plans), default=0)
+        """The activation memory the program plans ahead of time (`executorch_backend.planned_bytes`;
+        the profiler records it beside the measured RSS figures)."""
+        return eb.planned_bytes(self.path / PROGRAM)
 
     def free(self) -> None:
         from ..procfs import malloc_trim

@@ -29,12 +29,6 @@ from .imports import import_file
 OPS = {"video-encoder": "encode", "sentence-encoder": "embed"}
 
 
-def planned_bytes(pte) -> int:
-    from executorch.exir._serialize._program import deserialize_pte_binary
-    plan = deserialize_pte_binary(Path(pte).read_bytes()).program.execution_plan[0]
-    return int(sum(plan.non_const_buffer_sizes))
-
-
 def inputs(entry: dict) -> tuple:
     """Inputs of the program's shapes: random frames, token ids 1000-1999, an all-ones mask."""
     import torch
@@ -92,7 +86,7 @@ def profile_programs(pte_dir, into, threads=(1,), runs: int = 3, n_loads: int = 
             for t in threads:
                 dump = eb.etdump_run(pte, inputs(entry), Path(tmp) / f"{model}-{t}.etdp", runs=runs, threads=t)
                 import_file(dump, "etdump", f"{model}/{quant}:{op}", into, threads=t, program=pte, device=device)
-        _fill(into, model, quant, op, entry, loads(pte, n_loads), planned_bytes(pte), baseline)
+        _fill(into, model, quant, op, entry, loads(pte, n_loads), eb.planned_bytes(pte), baseline)
         done[model] = "profiled"
     return done
 

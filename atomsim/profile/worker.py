@@ -315,8 +315,10 @@ def _ops_in_lane(job, files, mem) -> dict:
                    "items": _items(op, shape, inputs), "shape": shape}
         if mem:
             res[op].update(activation_peak_by_threads=peaks, peak_method=method, heap_retained_by_threads=retained)
-        if callable(getattr(mod, "planned_activation_bytes", None)):   # an ExecuTorch program
-            res[op]["planned_activation_bytes"] = mod.planned_activation_bytes()
+    if callable(getattr(mod, "planned_activation_bytes", None)):   # an ExecuTorch program: read once,
+        planned = mod.planned_activation_bytes()                   # after every op's memory was taken
+        for r in res.values():
+            r["planned_activation_bytes"] = planned
     memory.settle()
     after_ops = _resident(s0, files)
     from atomsim.models.quant import engine_used
