@@ -127,12 +127,22 @@ def allow_enum_by_name() -> None:
 
 def swap_dynamic_structure(m: nn.Module) -> None:
     """Replace every nn.Linear (meta params) by an empty dynamic-quantized Linear, so that
-    `load_state_dict` of a saved `torch-dynamic-int8` state fills it without any float copy."""
+    `load_state_dict` of a saved `torch-dynamic-int8` state fills it without any float copy.
+    The placeholder packs a 1x1 weight, not a full-size one of zeros: the load then packs each
+    weight once, with no second packed copy to free (`check_dynamic_shapes` after the load)."""
     import torch.ao.nn.quantized.dynamic as nnqd
     set_engine()
     for mod in list(m.modules()):
         for name, child in list(mod._modules.items()):
             if type(child) is nn.Linear:
-                q = nnqd.Linear(child.in_features, child.out_features, bias_=child.bias is not None,
-                                dtype=torch.qint8)
+                q = nnqd.Linear(1, 1, bias_=child.bias is not None, dtype=torch.qint8)
+                q.in_features, q.out_features = child.in_features, child.out_features
                 mod._modules[name] = q
+
+
+def check_dynamic_shapes(m: nn.Module) -> list[str]:
+    """The dynamic-quantized Linears whose packed weight is not (out_features, in_features):
+    placeholders that the state dict did not fill."""
+    import torch.ao.nn.quantized.dynamic as nnqd
+    return [n for n, mod in m.named_modules() if isinstance(mod, nnqd.Linear)
+            and tuple(mod.weight().shape) != (mod.out_features, mod.in_features)]

@@ -495,12 +495,13 @@ def assemble(state: dict) -> Profile:
                           "right after load; mmap'd weights fault in on first use): growth of anonymous memory (smaps_rollup) plus resident "
                           "pages of mappings of the weight files (/proc/self/smaps); library code paged in by "
                           "the first load is kept apart in other_file_bytes",
-        "load.transient_runner_bytes": "VmHWM (reset before the load) minus RSS after it (gc, malloc_trim), for the load "
+        "load.transient_runner_bytes": "peak anonymous memory (RssAnon polled every ms) minus anonymous memory after it (gc, "
+                                       "malloc_trim; where RssAnon is missing: VmHWM reset before the load minus RSS), for the load "
                                        "of the ops process's first round: in the runner's state (reference clips decoded "
                                        "in a thread, the load in a lane thread), which the simulator uses; the load jobs' "
                                        "own processes have never run torch, and their first load also carries the "
                                        "allocator's first-use growth",
-        "load.transient_bytes": "[low, high] of: VmHWM (reset via clear_refs 5 before load) minus RSS after load; "
+        "load.transient_bytes": "[low, high] of: VmHWM (reset via clear_refs 5 before load) minus RSS after load (includes the pages of a weight file mapped during the load: the int8 loads); "
                                 + ("memray heap (file mmaps excluded) at the load's peak minus heap still allocated at its "
                                    "end (memray.Tracker, one untimed extra load)" if has_memray else "memray not installed: RSS figure only"),
         "ops.latency_s": "wall time of one op call on real-shaped example inputs after warm-ups, "

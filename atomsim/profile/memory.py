@@ -69,8 +69,14 @@ def settle() -> None:
     malloc_trim()
 
 
+def anon() -> int | None:
+    """Anonymous resident bytes (RssAnon of /proc/self/status; None where the kernel lacks it)."""
+    return _status().get("RssAnon")
+
+
 class PeakSampler:
     """Fallback peak RSS where clear_refs is not permitted: poll RSS from a thread every `period` s."""
+    read = staticmethod(rss)
 
     def __init__(self, period: float = 0.001):
         self.period, self.peak = period, 0
@@ -79,18 +85,26 @@ class PeakSampler:
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss())
+            self.peak = max(self.peak, self.read())
             self._stop.wait(self.period)
 
     def __enter__(self):
-        self.peak = rss()
+        self.peak = self.read()
         self._t.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join()
-        self.peak = max(self.peak, rss())
+        self.peak = max(self.peak, self.read())
+
+
+class AnonPeak(PeakSampler):
+    """Peak anonymous memory over a block, polled every millisecond: a load's temporaries without
+    the weight file's pages (a memory-mapped file's pages count in RSS and VmHWM while they are
+    mapped, but they are page cache, which a RAM limit reclaims). Use where `anon()` is not None."""
+    method = "sampled-anon"
+    read = staticmethod(lambda: anon() or 0)
 
 
 class Peak:

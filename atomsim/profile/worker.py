@@ -281,10 +281,13 @@ def _ops_in_lane(job, files, mem) -> dict:
     import torch
     memory.settle()
     s0 = memory.split()
-    with memory.Peak() as pk:   # the load's temporaries in the runner's state (memory jobs)
+    # the load's temporaries in the runner's state (memory jobs): anonymous memory only, as the
+    # int8 loads map their weight file (its pages are page cache, not temporaries)
+    anon_ok = memory.anon() is not None
+    with (memory.AnonPeak() if anon_ok else memory.Peak()) as pk:
         mod, _ = timed_load(job)
     memory.settle()
-    load_transient = max(0, pk.peak - memory.rss())
+    load_transient = max(0, pk.peak - (memory.anon() if anon_ok else memory.rss()))
     after_load = _resident(s0, files)
     res = {}
     budget, n = job.get("budget_s"), int(job["samples"])

@@ -80,12 +80,13 @@ class Load(BaseModel):
     cold_evicted: bool | None = None     # did page-cache eviction take effect (None: unknown)
     transient_bytes: tuple[int, int] = (0, 0)   # [low, high] freed after load (Table 8's temporaries)
     transient_hwm_bytes: int | None = None      # the RSS-based figure of the range, when measured
-    transient_runner_bytes: int | None = None   # the RSS-based figure in the runner's state, when measured
+    transient_runner_bytes: int | None = None   # anonymous-memory figure in the runner's state, when measured
     bytes_read: int | None = None
 
     def temporaries_bytes(self) -> int:
-        """Load temporaries as the process's RSS sees them (what an OOM killer counts): the RSS
-        high-water figure taken in the runner's state where measured, else the load jobs' RSS
+        """Load temporaries as process memory (what an OOM killer counts): the anonymous-memory
+        peak taken in the runner's state where measured (a mapped weight file's pages are page
+        cache, which the simulator models apart), else the load jobs' RSS
         figure, else the high end of the range (published profiles)."""
         for x in (self.transient_runner_bytes, self.transient_hwm_bytes):
             if x is not None:

@@ -1,0 +1,78 @@
+"""The torch-dynamic-int8 load keeps no second copy of its weights: the saved state is memory-
+mapped while it is packed, the placeholders pack no full-size weight, `touch` unpacks nothing,
+and no mapping of the weight file stays once the state is loaded. Anonymous memory is exact
+here (no drift): the bounds are tight against a 64 MB module."""
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from atomsim.models import quant as q, store  # noqa: E402
+from atomsim.profile import memory  # noqa: E402
+
+MB = 10**6
+IN, OUT, N = 2048, 4096, 8          # 8 Linears of 8 MiB int8 each: 67 MB of weights
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(*[nn.Linear(IN if i % 2 == 0 else OUT, OUT if i % 2 == 0 else IN)
+                                      for i in range(N)])
+
+
+def _anon():
+    memory.settle()
+    return memory.anon()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    if memory.anon() is None:
+        pytest.skip("no RssAnon in /proc/self/status")
+    q.set_engine()
+    net = q.quantize(Net(), "torch-dynamic-int8")
+    path = tmp_path_factory.mktemp("int8") / "weights.pt"
+    store._save_weights(net, "torch-dynamic-int8", path)
+    x = torch.randn(3, IN)
+    ref = net.layers(x)
+    del net
+    gc.collect()
+    return path, x, ref
+
+
+def _empty():
+    with torch.device("meta"):
+        net = Net()
+    q.swap_dynamic_structure(net)
+    return net
+
+
+def test_placeholders_pack_no_full_size_weight(saved):
+    a0 = _anon()
+    net = _empty()
+    assert _anon() - a0 < 2 * MB      # a full-size zero packing: +67 MB
+    assert len(q.check_dynamic_shapes(net)) == N   # unfilled placeholders are named
+
+
+def test_int8_load_peak_is_one_copy_and_same_outputs(saved):
+    path, x, ref = saved
+    a0 = _anon()
+    with memory.AnonPeak() as pk:
+        net = _empty()
+        sd = store.read_int8_state(path)
+        net.load_state_dict(sd, strict=False, assign=True)
+        del sd
+        store.touch(net)
+    kept = _anon() - a0
+    assert q.check_dynamic_shapes(net) == []
+    assert torch.equal(net.layers(x), ref)
+    assert 60 * MB < kept < 75 * MB, kept            # the packed weights, once
+    # read into memory, the state would add its 67 MB while packing, and state_dict() in touch
+    # would unpack another 67 MB
+    assert pk.peak - a0 - kept < 20 * MB, (pk.peak - a0 - kept)
+    assert memory.mapped_rss([path]) == 0          # nothing keeps the file mapped (biases copied)
