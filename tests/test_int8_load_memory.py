@@ -11,8 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from atomsim.models import quant as q, store  # noqa: E402
-from atomsim.profile import memory  # noqa: E402
+from atomsim.models import quant as q
+from atomsim.models import store
+from atomsim.profile import memory
 
 MB = 10**6
 IN, OUT, N = 2048, 4096, 8          # 8 Linears of 8 MiB int8 each: 67 MB of weights

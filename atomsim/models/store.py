@@ -278,7 +278,6 @@ def _own_floats(x):
 
 def load_net(preset, model, quant, store=None, path=None, verify=False, eager=True):
     """(net, meta, dir): the module read from disk, already quantized; never re-quantizes."""
-    import torch
     from . import quant as q, zoo
     specs.check(preset, model, quant)
     d = Path(path) if path is not None else model_dir(preset, model, quant, store)
