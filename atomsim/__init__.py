@@ -19,11 +19,15 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 # glibc malloc, made to behave the same in every process (a figure the profiler takes must hold
 # in the runner, whatever ran before):
-# - At most MALLOC_ARENA_MAX arenas (default here: 2). glibc gives each new thread that meets a
+# - At most MALLOC_ARENA_MAX arenas (default here: 1). glibc gives each new thread that meets a
 #   busy arena an arena of its own, up to 8 per core, and memory a thread frees stays in its
 #   arena: a runner's lane threads and torch's OpenMP workers each kept the high-water mark of
 #   their own allocations. Measured (small fp32 reload assembly, cgroup anonymous memory during
-#   the first encode): 974-1009 MB with glibc's default, 818-822 MB with 1 or 2 arenas.
+#   the first encode): 974-1009 MB with glibc's default, 818-822 MB with 1 or 2 arenas. With 2,
+#   which thread landed in which arena still varied from process to process: the first small
+#   fp32 encode after load (the profiler's runner state, new processes) peaked at 62-87 MB in 7
+#   of 11 processes and at 145-169 MB in 4; with 1 arena, 67-83 MB in 12 of 12 (encode at 2
+#   threads 0.52-0.59 s either way).
 # - A fixed mmap threshold, MALLOC_MMAP_THRESHOLD_ (default here: 32 MiB, the ceiling of glibc's
 #   own sliding threshold). glibc starts at 128 KiB and raises the threshold to the size of each
 #   mapped buffer freed, so whether a tensor's memory goes back to the system at free depended
@@ -40,7 +44,7 @@ def _pin_glibc_malloc() -> None:
     try:
         import ctypes
         libc = ctypes.CDLL(None)
-        arenas = int(os.environ.setdefault("MALLOC_ARENA_MAX", "2"))
+        arenas = int(os.environ.setdefault("MALLOC_ARENA_MAX", "1"))
         mmap_threshold = int(os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20)))
         libc.mallopt(-8, arenas)            # M_ARENA_MAX (malloc.h); absent outside glibc
         libc.mallopt(-3, mmap_threshold)    # M_MMAP_THRESHOLD: fixed, no longer sliding

@@ -200,11 +200,11 @@ def sample_op(fn, inputs, samples: int, warmups: int, min_samples: int, budget_s
 
 
 def in_lane(fn, *args):
-    """`fn(*args)` in a new thread, as the runner runs every step (loads and ops) in a lane thread:
-    glibc then serves the step's buffers from that thread's own arena, not the main heap, and
-    keeps a different share of them. Measured (video-encoder/torch-dynamic-int8, small, 1 thread,
-    huge pages on, first call after load): activation peak 78-98 MB in the main thread, 148-151 MB
-    in a thread, 221 MB in the runner (three modules loaded in that thread before)."""
+    """`fn(*args)` in a new thread, as the runner runs every step (loads and ops) in a lane thread.
+    With more than one malloc arena, glibc served a thread's buffers from an arena of its own and
+    kept a different share of them (video-encoder/torch-dynamic-int8, small, 1 thread, first call
+    after load: activation peak 78-98 MB in the main thread, 148-151 MB in a thread); `import
+    atomsim` now allows one arena, and the lane thread keeps the runner's order of work."""
     out = {}
 
     def body():
