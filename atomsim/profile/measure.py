@@ -167,6 +167,7 @@ def module_profile(preset, model, quant, loads_cold, loads_warm, memray_r, ops_r
                      activation_peak_by_threads=r["activation_peak_by_threads"], peak_method=r["peak_method"],
                      heap_retained_bytes=max(r["heap_retained_by_threads"].values()) if r.get("heap_retained_by_threads") else None,
                      heap_retained_by_threads=r.get("heap_retained_by_threads"),
+                     activation_peak_rounds=r.get("activation_peak_rounds"),
                      **({"planned_activation_bytes": r["planned_activation_bytes"]} if "planned_activation_bytes" in r else {}))
     after_load = int(_med([r["resident"] for r in both]))
     used = (ops_r or {}).get("resident_after_ops")
@@ -204,20 +205,37 @@ def ops_todo(rounds: list, ops: dict, threads: list[int], samples: int, config: 
     return todo, slow
 
 
+def _med_fig(xs):
+    """Median of a memory figure over rounds: a number, or a dict of numbers key by key."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    if isinstance(xs[0], dict):
+        return {k: _med_fig([x.get(k) for x in xs]) for k in xs[0]}
+    return int(statistics.median(xs))
+
+
 def merge_rounds(rounds: list) -> dict:
     """One ops result from the rounds of a module: every round's samples and warm-ups per op and
-    thread count; memory figures from the first round (the one that measured them); free_s of all."""
+    thread count, free_s of all; each memory figure the median over the rounds that took it (each
+    round is a new process, and a first call's memory varies between processes with the heap's
+    layout: small dyn8 encode's first call peaked at 62-110 MB in 12 new processes), with every
+    round's op peak kept in `activation_peak_rounds`."""
     rounds = [rd for rd in rounds if rd]
-    first = rounds[0]
-    out = {"ops": {}, "resident_after_load": first["resident_after_load"],
-           "resident_after_ops": first["resident_after_ops"], "free_s": [rd["free_s"] for rd in rounds],
-           "kept_after_free": first.get("kept_after_free"), "load_transient": first.get("load_transient")}
+    mem = [rd for rd in rounds if rd.get("load_transient") is not None] or rounds[:1]
+    first = mem[0]
+    out = {"ops": {}, "free_s": [rd["free_s"] for rd in rounds], "memory_rounds": len(mem),
+           **{k: _med_fig([rd.get(k) for rd in mem])
+              for k in ("resident_after_load", "resident_after_ops", "kept_after_free", "load_transient")}}
     for op, r0 in first["ops"].items():
         lat = {}
         for t in r0["latency"]:
             lat[t] = {"samples": [x for rd in rounds for x in rd["ops"].get(op, {}).get("latency", {}).get(t, {}).get("samples", [])],
                       "warmups": [x for rd in rounds for x in rd["ops"].get(op, {}).get("latency", {}).get(t, {}).get("warmups", [])]}
-        out["ops"][op] = dict(r0, latency=lat)
+        mops = [rd["ops"][op] for rd in mem if rd["ops"].get(op, {}).get("activation_peak_by_threads")]
+        figs = {k: _med_fig([o.get(k) for o in mops]) for k in ("activation_peak_by_threads", "heap_retained_by_threads")}
+        out["ops"][op] = dict(r0, latency=lat, **{k: v for k, v in figs.items() if v is not None},
+                              activation_peak_rounds=[max(o["activation_peak_by_threads"].values()) for o in mops])
     return out
 
 
@@ -367,7 +385,7 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
                 say(done, total, f"{key} ops, round {r + 1}/{samples}")
                 rounds.append(w.run(dict(job, mode="ops", threads=threads, samples=1, samples_total=samples,
                                          warmups=warmups, min_samples=1, budget_s=config["op_budget_s"],
-                                         memory=r == 0, todo=todo, cold_ok=sorted(cold_ok), ops=op_shapes(m, shape),
+                                         memory=True, todo=todo, cold_ok=sorted(cold_ok), ops=op_shapes(m, shape),
                                          reference_video=reference_video)))
                 done += 1
                 save_state()
@@ -490,14 +508,14 @@ def assemble(state: dict) -> Profile:
         "free_s": "wall time of Module.free() (drop references, gc.collect, malloc_trim) after the ops, one sample per module",
         "kept_after_free_bytes": "anonymous memory that stays in the process once the module, after load and one call of "
                                  "each op, is freed (gc, malloc_trim): the runtime's first-use state (kernels' buffers, "
-                                 "thread pools, caches), first round",
+                                 "thread pools, caches); median over the rounds (new processes)",
         "resident_bytes": "after load and one call of each op, gc and malloc_trim (resident_after_load_bytes: "
                           "right after load; mmap'd weights fault in on first use): growth of anonymous memory (smaps_rollup) plus resident "
                           "pages of mappings of the weight files (/proc/self/smaps); library code paged in by "
                           "the first load is kept apart in other_file_bytes",
         "load.transient_runner_bytes": "peak anonymous memory (RssAnon polled every ms) minus anonymous memory after it (gc, "
                                        "malloc_trim; where RssAnon is missing: VmHWM reset before the load minus RSS), for the load "
-                                       "of the ops process's first round: in the runner's state (reference clips decoded "
+                                       "of each ops process (one a round; the median): in the runner's state (reference clips decoded "
                                        "in a thread, the load in a lane thread), which the simulator uses; the load jobs' "
                                        "own processes have never run torch, and their first load also carries the "
                                        "allocator's first-use growth",
@@ -510,9 +528,10 @@ def assemble(state: dict) -> Profile:
                                      "minus RSS before, less the file pages the call paged in (library code: page cache "
                                      "to a RAM limit); 'sampled-rss' (1 ms RSS polling) where clear_refs is not "
                                      "permitted (see each op's peak_method); the op's first call at each thread count "
-                                     "in the first round, from a trimmed heap, in a process that first decoded the "
-                                     "clips of a reference video in a thread, as `atomsim run`'s video lane does (the "
-                                     "allocator's state then matches the runner's)",
+                                     "in each round (a new process; per thread count the median over rounds, every "
+                                     "round's max in activation_peak_rounds), from a trimmed heap, in a process that "
+                                     "first decoded the clips of a reference video in a thread, as `atomsim run`'s video "
+                                     "lane does (the allocator's state then matches the runner's)",
         "ops.planned_activation_bytes": "ExecuTorch programs only: the largest total of non-constant buffers among the "
                                         "program's execution plans (activation memory planned ahead of time)",
         "ops.heap_retained_bytes": "max over thread counts of anonymous memory after that call (gc.collect, no "

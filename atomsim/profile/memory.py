@@ -3,6 +3,7 @@ reset (`/proc/self/clear_refs` with 5), the anonymous / file-backed split, and m
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import threading
 
@@ -99,12 +100,48 @@ class PeakSampler:
         self.peak = max(self.peak, self.read())
 
 
-class AnonPeak(PeakSampler):
-    """Peak anonymous memory over a block, polled every millisecond: a load's temporaries without
-    the weight file's pages (a memory-mapped file's pages count in RSS and VmHWM while they are
-    mapped, but they are page cache, which a RAM limit reclaims). Use where `anon()` is not None."""
-    method = "sampled-anon"
-    read = staticmethod(lambda: anon() or 0)
+_POLL_ANON = r"""
+import select, sys
+path, period, peak, ready = "/proc/%s/status" % sys.argv[1], float(sys.argv[2]), 0, False
+while True:
+    try:
+        with open(path) as f:
+            peak = max([peak] + [int(x.split()[1]) * 1024 for x in f if x.startswith("RssAnon:")])
+    except OSError:
+        break
+    if not ready:
+        print("ready", flush=True)
+        ready = True
+    if select.select([sys.stdin], [], [], period)[0]:   # the parent closed stdin (or died)
+        break
+print(peak, flush=True)
+"""
+
+
+class AnonPeak:
+    """Peak anonymous memory over a block: a load's temporaries without the weight file's pages
+    (a memory-mapped file's pages count in RSS and VmHWM while they are mapped, but they are page
+    cache, which a RAM limit reclaims). Polled every millisecond from a small process of its own,
+    which, unlike a thread, needs no GIL: an allocation made while Python holds it is seen too.
+    The poller ends when the block does, or when this process dies (its stdin closes). Use where
+    `anon()` is not None."""
+    method = "polled-anon"
+
+    def __init__(self, period: float = 0.001):
+        self.period, self.peak = period, 0
+
+    def __enter__(self):
+        import subprocess
+        import sys
+        self._p = subprocess.Popen([sys.executable, "-I", "-S", "-c", _POLL_ANON, str(os.getpid()), str(self.period)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._p.stdout.readline()   # its first reading is taken
+        return self
+
+    def __exit__(self, *exc):
+        out, _ = self._p.communicate()   # closes stdin: the poller prints its peak and ends
+        polled = out.strip().splitlines()
+        self.peak = max(int(polled[-1]) if polled and polled[-1].isdigit() else 0, anon() or 0)
 
 
 class Peak:
