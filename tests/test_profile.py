@@ -331,3 +331,25 @@ def test_op_memory_counts_anonymous_memory_not_the_file_pages_a_call_pages_in(tm
     peak, kept, method, _ = worker.op_memory(call, ())
     assert 14e6 < peak < 30e6, (peak, method)
     assert kept < 40e6, kept    # at most the 16 MB buffer, when the heap keeps it (not 64 MB of file pages)
+
+
+def test_memory_figures_are_the_median_over_rounds():
+    """Each round is a new process; one odd process (a heap laid out otherwise) must not set the
+    figure: the median over the rounds that took memory, every round's peak kept."""
+    from atomsim.profile.measure import merge_rounds
+
+    def rnd(peak, kept, transient, free_s=0.1):
+        return {"ops": {"encode": {"latency": {"1": {"samples": [1.0], "warmups": [2.0]}},
+                                   "activation_peak_by_threads": {"1": peak, "2": peak - 5},
+                                   "heap_retained_by_threads": {"1": kept, "2": kept}}},
+                "resident_after_load": {"resident": 100, "anon": 90, "file": 10},
+                "resident_after_ops": {"resident": 110 + kept, "anon": 100, "file": 10},
+                "free_s": free_s, "kept_after_free": kept, "load_transient": transient}
+    m = merge_rounds([rnd(90, 40, 30), rnd(154, 112, 70), rnd(80, 35, 28), None])
+    op = m["ops"]["encode"]
+    assert op["activation_peak_by_threads"] == {"1": 90, "2": 85}
+    assert op["heap_retained_by_threads"] == {"1": 40, "2": 40}
+    assert op["activation_peak_rounds"] == [90, 154, 80]
+    assert (m["load_transient"], m["kept_after_free"], m["memory_rounds"]) == (30, 40, 3)
+    assert m["resident_after_ops"]["resident"] == 150
+    assert op["latency"]["1"]["samples"] == [1.0, 1.0, 1.0] and m["free_s"] == [0.1, 0.1, 0.1]
