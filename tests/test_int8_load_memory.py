@@ -77,3 +77,32 @@ def test_int8_load_peak_is_one_copy_and_same_outputs(saved):
     # would unpack another 67 MB
     assert pk.peak - a0 - kept < 20 * MB, (pk.peak - a0 - kept)
     assert memory.mapped_rss([path]) == 0          # nothing keeps the file mapped (biases copied)
+
+
+def test_cold_int8_load_reads_its_file_in_the_loading_thread(saved, tmp_path):
+    """The runner counts a load's storage reads per thread: a cold int8 load (floats copied by
+    torch's parallel kernels) must read its whole file from the thread that loads."""
+    import threading
+
+    from atomsim.profile import cache
+    from atomsim.run import _thread_read_bytes
+    path, _, _ = saved
+    big = tmp_path / "big.pt"   # a 64 MB float tensor beside the int8 weights: copied in parallel
+    sd = torch.load(str(path), weights_only=False)
+    sd["emb"] = torch.randn(16 << 20)
+    torch.save(sd, str(big), pickle_module=q.PICKLE)
+    del sd
+    if not cache.evict([big]) or _thread_read_bytes() is None:
+        pytest.skip("no page-cache eviction or per-thread io counters here")
+    torch.set_num_threads(2)
+    got = {}
+
+    def load():
+        before = _thread_read_bytes()
+        state = store.read_int8_state(big)
+        got["read"] = _thread_read_bytes() - before
+        del state
+    t = threading.Thread(target=load)
+    t.start()
+    t.join()
+    assert got["read"] >= 0.95 * big.stat().st_size, (got, big.stat().st_size)
