@@ -257,20 +257,12 @@ def read_int8_state(wfile):
     import torch
     from . import quant as q
     q.allow_enum_by_name()
-    read_through_cache(wfile)
+    # no read of the file ahead of the mapping: under a tight RAM limit the kernel took those
+    # pages back before they were packed, and the load read its file twice (small decoder at
+    # 680 MB: 464-514 MB read of 286 MB); mapped, each page is read when it is used. The pages
+    # fault in from torch's OpenMP workers too, so a load's reads are counted per process
+    # (run.reads_during), not per thread.
     return _own_floats(torch.load(str(wfile), weights_only=True, mmap=True))
-
-
-def read_through_cache(path, chunk: int = 1 << 20) -> None:
-    """Read a file once, in this thread, into the page cache (through one reusable buffer): the
-    storage reads of a mapped load are then this thread's, as the runner counts them per thread
-    (/proc/self/task/<tid>/io), not those of the OpenMP workers that torch's copy and packing
-    kernels fault the pages in from (measured: a cold small int8 sentence-encoder load counted
-    18-23 MB of its 59 MB file)."""
-    buf = bytearray(chunk)
-    with open(path, "rb", buffering=0) as f:
-        while f.readinto(buf):
-            pass
 
 
 def _own_floats(x):

@@ -87,10 +87,10 @@ def read_videos(videos, workload, progress=None, keep_frames=False):
     return clips, infos, skipped
 
 
-def _thread_read_bytes() -> int | None:
-    """Bytes this thread caused to be read from storage (/proc/self/task/<tid>/io read_bytes)."""
+def _read_bytes() -> int | None:
+    """Bytes this process caused to be read from storage (/proc/self/io read_bytes: all threads)."""
     try:
-        with open(f"/proc/self/task/{threading.get_native_id()}/io") as f:
+        with open("/proc/self/io") as f:
             for line in f:
                 if line.startswith("read_bytes:"):
                     return int(line.split()[1])
@@ -99,10 +99,22 @@ def _thread_read_bytes() -> int | None:
     return None
 
 
+def reads_during(fn):
+    """(fn(), bytes the process read from storage meanwhile, or None where unknown). Per process,
+    not per thread: a mapped int8 load's pages fault in from torch's OpenMP workers too (counted
+    per thread, a cold small int8 sentence-encoder load read 18-23 MB of its 59 MB file). Another
+    lane's storage reads during the load count as well (the video lane's: the benchmark's whole
+    video is 0.36 MB)."""
+    before = _read_bytes()
+    out = fn()
+    after = _read_bytes()
+    return out, (None if before is None or after is None else after - before)
+
+
 def make_loader(sc, store, loads: list, log=None):
     """load_fn for the Executor: loads one module at a time and records, per load, the page-cache
-    residency of its weight files before it (mincore) and the bytes its thread read from storage
-    during it (/proc/self/task/<tid>/io read_bytes); cold = more than half the files' bytes read."""
+    residency of its weight files before it (mincore) and the bytes the process read from storage
+    during it (`reads_during`); cold = more than half the files' bytes read."""
     from .. import models
     from ..profile.cache import resident_fraction
 
@@ -113,10 +125,7 @@ def make_loader(sc, store, loads: list, log=None):
             files = [str(p) for p in models.weight_files(sc.models.preset, ref.model, ref.quant, store=store)]
             size = sum(Path(f).stat().st_size for f in files)
             resident = resident_fraction(files)
-            before = _thread_read_bytes()
-            module = models.load(sc.models.preset, ref.model, ref.quant, store=store)
-            after = _thread_read_bytes()
-        read = None if before is None or after is None else after - before
+            module, read = reads_during(lambda: models.load(sc.models.preset, ref.model, ref.quant, store=store))
         rec = {"instance": role, "module": ref.key, "file_bytes": size, "resident_before": resident,
                "read_bytes": read, "cold": None if read is None else read > size / 2}
         loads.append(rec)
