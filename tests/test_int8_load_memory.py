@@ -1,7 +1,7 @@
-"""The torch-dynamic-int8 load keeps no second copy of its weights: the saved state is memory-
-mapped while it is packed, the placeholders pack no full-size weight, `touch` unpacks nothing,
-and no mapping of the weight file stays once the state is loaded. Anonymous memory is exact
-here (no drift): the bounds are tight against a 64 MB module."""
+"""The torch-dynamic-int8 load holds its weights twice at most (the state read, and packed):
+the placeholders pack no full-size weight and `touch` unpacks nothing; a cold load counts its
+file as read once. Anonymous memory is exact here (no drift): the bounds are tight against a
+67 MB module."""
 from __future__ import annotations
 
 import gc
@@ -73,10 +73,9 @@ def test_int8_load_peak_is_one_copy_and_same_outputs(saved):
     assert q.check_dynamic_shapes(net) == []
     assert torch.equal(net.layers(x), ref)
     assert 60 * MB < kept < 75 * MB, kept            # the packed weights, once
-    # read into memory, the state would add its 67 MB while packing, and state_dict() in touch
-    # would unpack another 67 MB
-    assert pk.peak - a0 - kept < 20 * MB, (pk.peak - a0 - kept)
-    assert memory.mapped_rss([path]) == 0          # nothing keeps the file mapped (biases copied)
+    # the state read into memory (its 67 MB) while it is packed, and no more: full-size zero
+    # placeholders would add another 67 MB, and state_dict() in touch would unpack 67 MB more
+    assert pk.peak - a0 - kept < 67 * MB + 20 * MB, (pk.peak - a0 - kept)
 
 
 def test_cold_int8_load_counts_its_whole_file(saved, tmp_path):

@@ -148,7 +148,8 @@ def build(preset, model, quant, store=None, progress=None, seed=specs.SEED, forc
     say = progress or (lambda msg: None)
     say(f"{preset}/{model}/{quant}: weights")
     net = make_float(preset, model, seed)
-    from . import quant as q, zoo
+    from . import quant as q
+    from . import zoo
     params = zoo.count_params(net)
     say(f"{preset}/{model}/{quant}: quantize")
     q.quantize(net, quant)
@@ -249,41 +250,24 @@ def touch(net) -> None:
 
 
 def read_int8_state(wfile):
-    """A saved torch-dynamic-int8 state dict, memory-mapped: the int8 weights stay file pages
-    while `load_state_dict` packs them (page cache, not a second anonymous copy of the file beside
-    the packed one: the small decoder's load temporaries 268 -> 36 MB); the float tensors, which
-    inference reads, are copied into process memory as fp32 weights are, so that nothing keeps
-    the mapping once the state is loaded."""
+    """A saved torch-dynamic-int8 state dict, read into process memory (not memory-mapped, as the
+    fp32 weights are not). Mapped, its pages were page cache while `load_state_dict` packed them,
+    which cut the small decoder's load temporaries from about 190 to 36 MB, but the kernel then
+    kept and dropped them unlike read pages under a RAM limit (mapped pages that were referenced
+    stay on its active list): in a 3-request reload at a tight limit, 6 of 12 reloads the
+    simulator predicts cold were warm, and loads re-read up to 15% of their files (docs/
+    running.md, "Int8 loads")."""
     import torch
+
     from . import quant as q
     q.allow_enum_by_name()
-    # no read of the file ahead of the mapping: under a tight RAM limit the kernel took those
-    # pages back before they were packed, and the load read its file twice (small decoder at
-    # 680 MB: 464-514 MB read of 286 MB); mapped, each page is read when it is used. The pages
-    # fault in from torch's OpenMP workers too, so a load's reads are counted per process
-    # (run.reads_during), not per thread.
-    return _own_floats(torch.load(str(wfile), weights_only=True, mmap=True))
-
-
-def _own_floats(x):
-    """The state dict with every non-quantized tensor (also inside packed-params tuples) copied out
-    of the file mapping; quantized tensors stay mapped (the kernels read their packed copies)."""
-    import torch
-    if isinstance(x, dict):
-        out = type(x)((k, _own_floats(v)) for k, v in x.items())
-        if hasattr(x, "_metadata"):   # module versions: the quantized modules' loaders read them
-            out._metadata = x._metadata
-        return out
-    if isinstance(x, (tuple, list)):
-        return type(x)(_own_floats(v) for v in x)
-    if isinstance(x, torch.Tensor) and not x.is_quantized:
-        return x.detach().clone()   # detached: a Parameter's clone keeps its mapped source in its graph
-    return x
+    return torch.load(str(wfile), weights_only=True, mmap=False)
 
 
 def load_net(preset, model, quant, store=None, path=None, verify=False, eager=True):
     """(net, meta, dir): the module read from disk, already quantized; never re-quantizes."""
-    from . import quant as q, zoo
+    from . import quant as q
+    from . import zoo
     specs.check(preset, model, quant)
     d = Path(path) if path is not None else model_dir(preset, model, quant, store)
     if path is not None and not (d / "atomsim.json").exists():
@@ -343,8 +327,13 @@ def load_hf_dir(d: Path, preset, model, quant):
         raise ModelStoreError(f"{d} is neither an atomsim store directory (atomsim.json) nor a checkpoint "
                               f"directory (config.json)")
     try:
-        from transformers import (BertConfig, BertLMHeadModel, BertModel, CLIPVisionModel,
-                                  LlamaForCausalLM)
+        from transformers import (
+            BertConfig,
+            BertLMHeadModel,
+            BertModel,
+            CLIPVisionModel,
+            LlamaForCausalLM,
+        )
         if model == "sentence-encoder":
             net = zoo.make(model, None, cfg_dir=d)
             net.bert = BertModel.from_pretrained(str(d))
