@@ -519,7 +519,7 @@ def assemble(state: dict) -> Profile:
                                        "in a thread, the load in a lane thread), which the simulator uses; the load jobs' "
                                        "own processes have never run torch, and their first load also carries the "
                                        "allocator's first-use growth",
-        "load.transient_bytes": "[low, high] of: VmHWM (reset via clear_refs 5 before load) minus RSS after load (includes the pages of a weight file mapped during the load: the int8 loads); "
+        "load.transient_bytes": "[low, high] of: VmHWM (reset via clear_refs 5 before load) minus RSS after load (includes file pages the load maps); "
                                 + ("memray heap (file mmaps excluded) at the load's peak minus heap still allocated at its "
                                    "end (memray.Tracker, one untimed extra load)" if has_memray else "memray not installed: RSS figure only"),
         "ops.latency_s": "wall time of one op call on real-shaped example inputs after warm-ups, "

@@ -282,7 +282,7 @@ def _ops_in_lane(job, files, mem) -> dict:
     memory.settle()
     s0 = memory.split()
     # the load's temporaries in the runner's state (memory jobs): anonymous memory only, as the
-    # int8 loads map their weight file (its pages are page cache, not temporaries)
+    # file pages a load maps (library code, mapped weights) are page cache, not temporaries
     anon_ok = memory.anon() is not None
     with (memory.AnonPeak() if anon_ok else memory.Peak()) as pk:
         mod, _ = timed_load(job)

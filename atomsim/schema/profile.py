@@ -85,7 +85,7 @@ class Load(BaseModel):
 
     def temporaries_bytes(self) -> int:
         """Load temporaries as process memory (what an OOM killer counts): the anonymous-memory
-        peak taken in the runner's state where measured (a mapped weight file's pages are page
+        peak taken in the runner's state where measured (file pages a load maps are page
         cache, which the simulator models apart), else the load jobs' RSS
         figure, else the high end of the range (published profiles)."""
         for x in (self.transient_runner_bytes, self.transient_hwm_bytes):
