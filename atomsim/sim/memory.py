@@ -29,14 +29,11 @@ class Memory:
         self.uncharged = int(uncharged_bytes)
         self.by = {k: 0 for k in BREAKDOWN}
         self.by["baseline"] = int(baseline_bytes)
+        self.total = self.by["baseline"]     # sum(self.by.values()), kept as the parts change
         self.trace = trace
         self.clock = clock or (lambda: 0.0)
         self.cache = PageCache(self)
         self._record()
-
-    @property
-    def total(self) -> int:
-        return sum(self.by.values())
 
     @property
     def charged(self) -> int:
@@ -46,6 +43,7 @@ class Memory:
         """Apply byte changes by category; record a counter sample; raise OutOfMemory past the limit."""
         for k, v in delta.items():
             self.by[k] += int(v)
+            self.total += int(v)
             if self.by[k] < 0:  # a bookkeeping bug, never a modelling outcome
                 raise AssertionError(f"negative {k} memory after {step}")
         self._record()
@@ -61,7 +59,7 @@ class Memory:
         mem = self.trace.memory
         if mem and mem[-1][0] == t:   # several changes at one instant: keep the last state
             mem.pop()
-        self.trace.add_memory(t, **self.by)
+        mem.append((t, dict(self.by)))   # Trace.add_memory's record (self.by has every BREAKDOWN key)
 
     def free_bytes(self) -> int:
         return max(0, self.limit - self.total)
@@ -85,6 +83,8 @@ class PageCache:
         self.fit()
 
     def fit(self) -> None:
+        if not self.files:
+            return
         free = self.memory.free_bytes()
         cached = sum(self.files.values())
         while self.files and cached > free:
