@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from atomsim.io import atomic_write_text  # noqa: E402
 from atomsim.run.limit import MemoryCgroup, parse_size, run_limited  # noqa: E402
 from atomsim.schema.profile import load_profile  # noqa: E402
 from atomsim.schema.scenario import load_scenario  # noqa: E402
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     sim = simulated_by_step(sc, profile, policy)
     if a.series and sampler.series:
         t0 = sampler.series[0][0]
-        Path(a.series).write_text("".join(f"{t - t0:.3f},{m / MB:.1f},{' '.join(s)}\n" for t, m, s in sampler.series))
+        atomic_write_text(a.series, "".join(f"{t - t0:.3f},{m / MB:.1f},{' '.join(s)}\n" for t, m, s in sampler.series))
     print(f"{summary['outcome']}; cgroup peak {summary['cgroup_peak_bytes'] / MB:.0f} MB; run in {out}")
     print(f"{'step':<28} {'measured anon (MB)':>19} {'simulated charge (MB)':>22} {'diff':>8}")
     measured = sampler.by_step()

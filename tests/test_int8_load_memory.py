@@ -79,14 +79,13 @@ def test_int8_load_peak_is_one_copy_and_same_outputs(saved):
 
 
 def test_cold_int8_load_counts_its_whole_file(saved, tmp_path):
-    """A cold int8 load in a lane thread (floats copied by torch's parallel kernels, whose
-    OpenMP workers fault pages in) counts its whole file as read, once."""
+    """A cold int8 load in a lane thread counts its whole file as read, once."""
     import threading
 
     from atomsim.profile import cache
     from atomsim.run import reads_during
     path, _, _ = saved
-    big = tmp_path / "big.pt"   # a 64 MB float tensor beside the int8 weights: copied in parallel
+    big = tmp_path / "big.pt"   # a 64 MB float tensor beside the int8 weights
     sd = torch.load(str(path), weights_only=False)
     sd["emb"] = torch.randn(16 << 20)
     torch.save(sd, str(big), pickle_module=q.PICKLE)

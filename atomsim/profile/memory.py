@@ -77,7 +77,6 @@ def anon() -> int | None:
 
 class PeakSampler:
     """Fallback peak RSS where clear_refs is not permitted: poll RSS from a thread every `period` s."""
-    read = staticmethod(rss)
 
     def __init__(self, period: float = 0.001):
         self.period, self.peak = period, 0
@@ -86,18 +85,18 @@ class PeakSampler:
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.read())
+            self.peak = max(self.peak, rss())
             self._stop.wait(self.period)
 
     def __enter__(self):
-        self.peak = self.read()
+        self.peak = rss()
         self._t.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join()
-        self.peak = max(self.peak, self.read())
+        self.peak = max(self.peak, rss())
 
 
 _POLL_ANON = r"""
@@ -119,8 +118,8 @@ print(peak, flush=True)
 
 
 class AnonPeak:
-    """Peak anonymous memory over a block: a load's temporaries without the weight file's pages
-    (a memory-mapped file's pages count in RSS and VmHWM while they are mapped, but they are page
+    """Peak anonymous memory over a block: a load's temporaries without the file pages it maps
+    (library code, mapped weights: they count in RSS and VmHWM while mapped, but they are page
     cache, which a RAM limit reclaims). Polled every millisecond from a small process of its own,
     which, unlike a thread, needs no GIL: an allocation made while Python holds it is seen too.
     The poller ends when the block does, or when this process dies (its stdin closes). Use where

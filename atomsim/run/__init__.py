@@ -87,27 +87,16 @@ def read_videos(videos, workload, progress=None, keep_frames=False):
     return clips, infos, skipped
 
 
-def _read_bytes() -> int | None:
-    """Bytes this process caused to be read from storage (/proc/self/io read_bytes: all threads)."""
-    try:
-        with open("/proc/self/io") as f:
-            for line in f:
-                if line.startswith("read_bytes:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def reads_during(fn):
-    """(fn(), bytes the process read from storage meanwhile, or None where unknown). Per process,
-    not per thread: a mapped int8 load's pages fault in from torch's OpenMP workers too (counted
-    per thread, a cold small int8 sentence-encoder load read 18-23 MB of its 59 MB file). Another
-    lane's storage reads during the load count as well (the video lane's: the benchmark's whole
-    video is 0.36 MB)."""
-    before = _read_bytes()
+    """(fn(), bytes the process read from storage meanwhile (/proc/self/io read_bytes), or None
+    where unknown). Per process, not per thread: pages a load maps fault in from torch's OpenMP
+    workers too (counted per thread, a cold memory-mapped small int8 sentence-encoder load read
+    18-23 MB of its 59 MB file). Another lane's storage reads during the load count as well (the
+    video lane's: the benchmark's whole video is 0.36 MB)."""
+    from ..profile.memory import io_counters
+    before = io_counters().get("read_bytes")
     out = fn()
-    after = _read_bytes()
+    after = io_counters().get("read_bytes")
     return out, (None if before is None or after is None else after - before)
 
 
