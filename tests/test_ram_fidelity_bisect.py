@@ -1,0 +1,59 @@
+"""benchmarks/ram_fidelity.py's bisection of the real fit boundary, on made-up run outcomes: a
+limit counts as completed only when every repeat completes, so a lucky single completion inside
+the band where outcomes vary does not set the measured minimum."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("ram_fidelity", ROOT / "benchmarks" / "ram_fidelity.py")
+rf = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rf)
+MB = rf.MB
+
+
+class FakeRuns(rf.Runs):
+    """Completes at or above `sure`; between `band` and `sure` only the first run at a limit does."""
+
+    def __init__(self, out, band, sure):
+        super().__init__(out, video=None)
+        self.band, self.sure, self.made = band, sure, 0
+
+    def run(self, sc_path, policy, limit, repeat=0):
+        key = f"{sc_path.stem}/{policy}/{limit}" + (f"#{repeat}" if repeat else "")
+        if key not in self.done:
+            ok = limit >= self.sure or (limit >= self.band and repeat == 0)
+            self.done[key] = {"key": key, "outcome": "completed" if ok else "oom-killed", "e2e_s": 1.0, "loads": []}
+            self.made += 1
+        return self.done[key]
+
+
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_bisection_finds_the_limit_that_completes_every_time(tmp_path, repeats):
+    runs = FakeRuns(tmp_path, band=850 * MB, sure=900 * MB)
+    sc = tmp_path / "ram-x-r1.yaml"
+    fit, outcomes = rf.fit_and_outcomes(runs, sc, "reuse-parallel", 904 * MB, repeats)
+    lo, hi = fit["killed_at_bytes"], fit["measured_min_ram_bytes"]
+    assert hi - lo <= max(16 * MB, 0.02 * hi) and lo < hi
+    if repeats == 1:     # one run a limit: the lucky band decides
+        assert 850 * MB <= hi < 900 * MB
+    else:
+        assert 900 * MB <= hi <= 916 * MB
+        assert abs(fit["error_pct"]) < 1.0
+        assert fit["lowest_single_completion_bytes"] < 900 * MB   # the lucky completion is reported beside
+    assert [o["measured"] for o in outcomes] == ["oom-killed", "completed"]
+    assert fit["runs"] == runs.made
+    # the report from the runs made agrees with the bisection
+    offline = rf.Runs(tmp_path, video=None, offline=True)
+    offline.done = runs.done
+    fit2, outcomes2 = rf.fit_from_cache(offline, sc, "reuse-parallel", 904 * MB, repeats)
+    assert (fit2["measured_min_ram_bytes"], fit2["killed_at_bytes"], fit2["status"]) == (hi, lo, "bisected")
+    assert outcomes2 == outcomes
+
+
+def test_a_kill_above_a_completion_moves_the_boundary_up(tmp_path):
+    verdicts = {800 * MB: "oom-killed", 856 * MB: "completed", 880 * MB: "oom-killed", 920 * MB: "completed"}
+    assert rf.boundary(verdicts) == (880 * MB, 920 * MB)
+    assert rf.verdict([{"outcome": "completed"}] * 2, 3) is None
+    assert rf.verdict([{"outcome": "completed"}, {"outcome": "oom-killed"}], 3) == "oom-killed"
