@@ -10,7 +10,8 @@ import pytest
 from atomsim.cli import main
 from atomsim.errors import ProfileError
 from atomsim.profile import cache, measure
-from atomsim.profile.measure import Workers, finish_partial, partial_path
+from atomsim.profile.summary import finish_partial, partial_path
+from atomsim.profile.workers import Workers
 from atomsim.schema.profile import load_profile, profile_from_mapping
 
 MB = 1 << 20
@@ -241,7 +242,7 @@ def test_corun_job_interleaves_rounds(workers, tiny_store):
 
 
 def test_rounds_take_one_sample_each_until_the_count_or_the_budget():
-    from atomsim.profile.measure import merge_rounds, ops_todo
+    from atomsim.profile.summary import merge_rounds, ops_todo
 
     def rd(x, slow=False):
         return {"ops": {"encode": {"latency": {"1": {"samples": [x], "warmups": [x]}, "2": {"samples": [x / 2], "warmups": []}},
@@ -336,7 +337,7 @@ def test_op_memory_counts_anonymous_memory_not_the_file_pages_a_call_pages_in(tm
 def test_memory_figures_are_the_median_over_rounds():
     """Each round is a new process; one odd process (a heap laid out otherwise) must not set the
     figure: the median over the rounds that took memory, every round's peak kept."""
-    from atomsim.profile.measure import merge_rounds
+    from atomsim.profile.summary import merge_rounds
 
     def rnd(peak, kept, transient, free_s=0.1):
         return {"ops": {"encode": {"latency": {"1": {"samples": [1.0], "warmups": [2.0]}},

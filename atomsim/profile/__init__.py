@@ -6,6 +6,7 @@
 The measuring happens in worker processes (`atomsim.profile.worker`); this package imports no
 torch at import time.
 """
-from .measure import DEFAULT_SHAPE, instability, measure, op_shapes  # noqa: F401
+from .measure import DEFAULT_SHAPE, measure, op_shapes  # noqa: F401
+from .summary import instability  # noqa: F401
 
 __all__ = ["measure", "instability", "op_shapes", "DEFAULT_SHAPE"]

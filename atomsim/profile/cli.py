@@ -88,7 +88,8 @@ def _project():
 def run_profile(args) -> int:
     from ..io import check_writable_file
     from ..models.specs import BACKENDS
-    from .measure import OP_BUDGET_S, measure, partial_path
+    from .measure import OP_BUDGET_S, measure
+    from .summary import partial_path
     if not args.preset:
         raise ConfigError("atomsim profile needs --preset (tiny, small or paper), or a subcommand: show FILE, compare A B")
     if not args.out:

@@ -1,0 +1,151 @@
+"""Worker jobs that measure the device rather than one module (run by worker.py's processes):
+`baseline` (the runtime's memory in the runner's state, torch's settings, the cost of ranking and
+of assembling clips) and `corun` (two ops at once in two threads: the slowdown each gives the other).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from . import memory
+from .worker import ASSEMBLE_REFERENCE, load_target, op_memory, runner_heap
+
+
+def job_corun(job) -> dict:
+    """Each op alone, then both at once in two threads (torch.set_num_threads inside each thread),
+    in interleaved rounds: round k takes one alone sample of each and one together sample of each,
+    so that a drift of the machine's speed over the job affects alone and together alike.
+
+    Together: both threads start at a barrier and repeat their op; a call counts when it ran
+    entirely while the other op was running too (the faster op may complete several per round;
+    its call still running when the slower one finishes is not counted)."""
+    import torch
+    specs = []
+    for side in ("a", "b"):
+        s = job[side]
+        sub = dict(job, model=s["model"], quant=s["quant"])
+        mod = load_target(sub)
+        specs.append((mod, getattr(mod, s["op"]), mod.example_inputs(s["op"], **s.get("shape", {})), int(s["threads"])))
+    # alone at the thread count each side gets when both share the cores (see CoRun)
+    alone_t = [int(job[side].get("alone_threads") or job[side]["threads"]) for side in ("a", "b")]
+    for (mod, fn, inp, t), ta in zip(specs, alone_t):  # warm-up, alone
+        torch.set_num_threads(ta)
+        fn(*inp)
+    alone, together, errors = [[], []], [[], []], []
+
+    def run(i, stop, barrier, done):
+        try:
+            mod, fn, inp, t = specs[i]
+            torch.set_num_threads(t)
+            barrier.wait()
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                fn(*inp)
+                if stop.is_set():
+                    break
+                together[i].append(time.perf_counter() - t0)
+                done[i] = True
+                if all(done):
+                    stop.set()
+        except BaseException as e:  # pragma: no cover
+            errors.append(repr(e))
+            stop.set()
+            try:
+                barrier.abort()
+            except Exception:
+                pass
+
+    for _ in range(int(job["samples"])):
+        for i, (mod, fn, inp, t) in enumerate(specs):
+            torch.set_num_threads(alone_t[i])
+            t0 = time.perf_counter()
+            fn(*inp)
+            alone[i].append(time.perf_counter() - t0)
+        stop, barrier, done = threading.Event(), threading.Barrier(2), [False, False]
+        ths = [threading.Thread(target=run, args=(i, stop, barrier, done)) for i in (0, 1)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        if errors:
+            raise RuntimeError("; ".join(errors))
+    for mod, *_ in specs:
+        mod.free()
+    return {"alone": alone, "together": together, "interleaved": True}
+
+
+def job_baseline(job) -> dict:
+    import platform
+
+    # the state of a process about to run a pipeline (as `atomsim run` is before its first load):
+    # the runner and PyAV imported, the code of the preset's models imported, the clips of a
+    # reference video decoded (their frames are the run's inputs, dropped here: what stays is
+    # the decoder's and the allocator's share), nothing loaded
+    import tempfile
+
+    import torch
+
+    import atomsim.run.assemble
+    import atomsim.run.executor
+    import atomsim.run.pipeline
+    from atomsim import models as zoo
+    for m in job.get("models") or ():
+        zoo.spec(job["preset"], m)
+    tmp = tempfile.TemporaryDirectory()
+    video = Path(tmp.name) / "ref.mp4"
+    runner_heap(video)
+    memory.settle()
+    s = memory.split()
+    out = {"rss": s["rss"], "anon": s["anon"], "file": s["file"], "split_source": s["source"],
+           "torch": torch.__version__, "quantized_engine": torch.backends.quantized.engine,
+           "supported_engines": list(torch.backends.quantized.supported_engines),
+           "num_threads": torch.get_num_threads(), "num_interop_threads": torch.get_num_interop_threads(),
+           "python": platform.python_version()}
+    for name in ("torchao", "transformers", "safetensors"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:
+            out[name] = None
+    try:
+        import memray
+        out["memray"] = True
+    except Exception:
+        out["memray"] = False
+    # rank: cosine of one query against N L2-normalized 384-d vectors, top-k
+    n, k = int(job.get("rank_items", 1000)), 5
+    g = torch.Generator().manual_seed(0)
+    idx = torch.nn.functional.normalize(torch.randn(n, 384, generator=g), dim=1)
+    q = torch.nn.functional.normalize(torch.randn(384, generator=g), dim=0)
+    xs = []
+    for i in range(job.get("samples", 5) + 2):
+        t0 = time.perf_counter()
+        torch.topk(idx @ q, k)
+        xs.append(time.perf_counter() - t0)
+    out["rank"] = {"samples": xs[2:], "warmups": xs[:2], "items": n}
+    out["assemble"] = assemble_cost(video, job.get("samples", 5))
+    tmp.cleanup()
+    return out
+
+
+def assemble_cost(src: Path, samples: int) -> dict:
+    """Seconds to stitch 3 clips of 10 s from the reference video `src` (320x240, 10 fps h264; the
+    simulator scales by clip count): decode, re-encode with libx264, write; and the memory its
+    first call adds (one clip is decoded at a time: not scaled)."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from atomsim.run.assemble import assemble
+    ref = ASSEMBLE_REFERENCE
+    with tempfile.TemporaryDirectory() as d:
+        clips = [SimpleNamespace(video=str(src), start_s=i * ref["clip_s"], end_s=(i + 1) * ref["clip_s"])
+                 for i in range(ref["clips"])]
+        # the first call, from a trimmed heap, gives its memory (decoder and encoder buffers)
+        peak, _, method, first = op_memory(assemble, (clips, Path(d) / "out0.mp4"))
+        xs = [first]
+        for i in range(samples):
+            t0 = time.perf_counter()
+            assemble(clips, Path(d) / f"out{i + 1}.mp4")
+            xs.append(time.perf_counter() - t0)
+    return {"samples": xs[1:], "warmups": xs[:1], "items": ref["clips"], "reference": ref,
+            "activation_peak_bytes": peak, "peak_method": method}
