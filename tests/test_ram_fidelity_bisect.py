@@ -57,3 +57,18 @@ def test_a_kill_above_a_completion_moves_the_boundary_up(tmp_path):
     assert rf.boundary(verdicts) == (880 * MB, 920 * MB)
     assert rf.verdict([{"outcome": "completed"}] * 2, 3) is None
     assert rf.verdict([{"outcome": "completed"}, {"outcome": "oom-killed"}], 3) == "oom-killed"
+
+
+def test_committed_report_is_what_its_committed_runs_and_todays_simulator_give(tmp_path):
+    """docs/fidelity-ram.json from the real runs kept in benchmarks/results and the simulator as
+    it is now: a change to the simulator or the profile that moves a fit, an outcome or a load
+    fails here until the report is made again (and its bounds checked) against real runs."""
+    import json
+    runs = sorted((ROOT / "benchmarks" / "results").glob("ram-fidelity-runs-*.jsonl"))
+    assert len(runs) == 2
+    rc = rf.main(["--report-only", "--out", str(tmp_path), "--runs", *map(str, runs)])
+    made = json.loads((tmp_path / "fidelity-ram.json").read_text())
+    committed = json.loads((ROOT / "docs" / "fidelity-ram.json").read_text())
+    made.pop("meta"), committed.pop("meta")
+    assert made == committed
+    assert rc == 0   # every bound holds
