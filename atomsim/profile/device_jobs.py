@@ -86,9 +86,9 @@ def job_baseline(job) -> dict:
 
     import torch
 
-    import atomsim.run.assemble
-    import atomsim.run.executor
-    import atomsim.run.pipeline
+    import atomsim.run.assemble  # noqa: F401
+    import atomsim.run.executor  # noqa: F401
+    import atomsim.run.pipeline  # noqa: F401
     from atomsim import models as zoo
     for m in job.get("models") or ():
         zoo.spec(job["preset"], m)
@@ -108,7 +108,7 @@ def job_baseline(job) -> dict:
         except Exception:
             out[name] = None
     try:
-        import memray
+        import memray  # noqa: F401
         out["memray"] = True
     except Exception:
         out["memray"] = False

@@ -7,9 +7,9 @@ JSON line on stdout. `python -m atomsim.profile.worker run JOB_JSON` runs one jo
 process instead (used with `fresh=True`, and where fork is unavailable).
 
 Jobs (`mode`): `load` (cold or warm load of one module), `ops` (latency and activation peak of
-each op at each thread count), and, in device_jobs.py, `corun` (two ops at once in two threads) and
-`baseline` (runtime RSS, torch settings, rank and assemble cost). Test hook: ATOMSIM_TEST_TRANSIENT_BYTES allocates and frees that many
-bytes inside the measured load.
+each op at each thread count), and, in device_jobs.py, `corun` (two ops at once in two threads)
+and `baseline` (runtime RSS, torch settings, rank and assemble cost). Test hook:
+ATOMSIM_TEST_TRANSIENT_BYTES allocates and frees that many bytes inside the measured load.
 """
 from __future__ import annotations
 
@@ -32,17 +32,17 @@ ASSEMBLE_REFERENCE = {"width": 320, "height": 240, "fps": 10, "clip_s": 10.0, "c
 def preload() -> None:
     """Import everything a load needs, so that figures taken after it count the module only."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import safetensors.torch
-    import torch
+    import torch  # noqa: F401
+    import safetensors.torch  # noqa: F401
     import transformers
     for name in ("CLIPVisionModel", "LlamaForCausalLM", "BertLMHeadModel", "BertModel", "AutoTokenizer",
                  "DynamicCache", "EncoderDecoderCache"):
         getattr(transformers, name, None)
     try:
-        import torchao.quantization
+        import torchao.quantization  # noqa: F401
     except Exception:
         pass
-    import atomsim.models
+    import atomsim.models  # noqa: F401
     for mod in ("atomsim.models.zoo", "atomsim.models.store", "atomsim.models.quant"):
         try:
             __import__(mod)
@@ -328,7 +328,6 @@ def _ops_in_lane(job, files, mem) -> dict:
     memory.settle()
     after_ops = _resident(s0, files)
     from atomsim.models.quant import engine_used
-
     from .fingerprint import thread_cpus
     seen = {"engine": engine_used(job.get("quant")), "affinity": sorted(os.sched_getaffinity(0)),
             "thread_cpus": thread_cpus()}  # what the fingerprint reports (fingerprint.ops_seen)
