@@ -44,7 +44,8 @@ def body():
         a2 = anon()
         if trim:
             models.malloc_trim()
-        out.append(f"clip {i}: after encode +{a1 - base:.0f} (trimmed +{a1t - base:.0f}), after caption +{a2 - base:.0f}, trimmed +{anon() - base:.0f}")
+        out.append(f"clip {i}: after encode +{a1 - base:.0f} (trimmed +{a1t - base:.0f}), "
+                   f"after caption +{a2 - base:.0f}, trimmed +{anon() - base:.0f}")
 
 
 th = threading.Thread(target=body)

@@ -158,6 +158,7 @@ class Session:
     def __init__(self, config: dict, state: dict, side: Path | None, reference_video: str, progress=None):
         self.config, self.state, self.side, self.w = config, state, side, None
         self.reference_video = reference_video   # made by the first ops job
+        self.cores = os.cpu_count() or 1
         self.say = progress or (lambda done, total, desc: None)
         st, c = state, config
         for k, v in (("loads", {}), ("rounds", {}), ("corun_rounds", {}), ("elapsed_s", 0.0)):
@@ -238,8 +239,9 @@ class Session:
         cr = self.state["corun_rounds"].setdefault(key, {"alone": [[], []], "together": [[], []]})
         if key in self.state["corun"] or len(cr["alone"][0]) > r:
             return
-        self.say(self.done, self.total, f"co-run video-encoder + {dec} ({q}, threads {ta},{tb}), round {r + 1}/{c['samples']}")
-        sa, sb = shared_threads(ta, tb, os.cpu_count() or 1)
+        self.say(self.done, self.total,
+                 f"co-run video-encoder + {dec} ({q}, threads {ta},{tb}), round {r + 1}/{c['samples']}")
+        sa, sb = shared_threads(ta, tb, self.cores)
         ops_a, ops_b = op_shapes("video-encoder", c["shape"]), op_shapes(dec, c["shape"])
         res = self.w.run({"mode": "corun", "preset": c["preset"], "store": c["store"], "samples": 1,
                           "a": {"model": "video-encoder", "quant": q, "op": "encode", "shape": ops_a["encode"],
@@ -292,7 +294,7 @@ class Session:
         for q, dec, ta, tb in self.pairs:
             key = corun_key(q, dec, ta, tb)
             if key not in st["corun"]:
-                st["corun"][key] = corun_profile(q, dec, (ta, tb), shared_threads(ta, tb, os.cpu_count() or 1),
+                st["corun"][key] = corun_profile(q, dec, (ta, tb), shared_threads(ta, tb, self.cores),
                                                  st["corun_rounds"][key])
                 self.save()
 
