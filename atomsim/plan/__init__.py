@@ -1,9 +1,11 @@
-"""Pipelines and policies: a policy turns a scenario's workload into a Plan (atomsim.schema.plan).
+"""Pipelines and policies: a pipeline and a policy turn a scenario's workload into a Plan
+(atomsim.schema.plan).
 
-    plan = make_plan(scenario)                 # the scenario's policy
+    plan = make_plan(scenario)                 # the scenario's pipeline and policy
     plan = make_plan(scenario, "reload")      # another policy, same workload
 """
 from ..errors import ConfigError, valid_names
+from ..schema.pipeline import Pipeline, scenario_pipeline
 from ..schema.plan import ModuleRef, Plan, Step  # noqa: F401
 from ..schema.scenario import Scenario
 from . import policies
@@ -16,6 +18,19 @@ POLICY_BUILDERS = {
 }
 
 
+def plan_pipeline(scenario: Scenario, policy: str) -> Pipeline:
+    """The scenario's pipeline with the modules `policy` runs: the scenario's `variant`, or with
+    `variant: auto` the policy's default (reload and baseline-resident: `baseline`)."""
+    pipe = scenario_pipeline(scenario)
+    variant = scenario.variant
+    if variant == "auto":
+        variant = policies.DEFAULT_VARIANT.get(policy)
+    elif variant != "none" and variant not in pipe.variants:
+        raise ConfigError(f"scenario {scenario.name!r}: field 'variant': "
+                          + valid_names(f"variant of pipeline {pipe.name!r}", variant, [*pipe.variants, "auto", "none"]))
+    return pipe.with_variant(None if variant == "none" else variant)
+
+
 def make_plan(scenario: Scenario, policy: str | None = None, clips: int | None = None) -> Plan:
     """The plan of `scenario` under `policy` (default: the scenario's). `clips` overrides the clip
     count (the runner passes the number of clips it really cut from the videos)."""
@@ -26,4 +41,4 @@ def make_plan(scenario: Scenario, policy: str | None = None, clips: int | None =
     if n < 1:
         raise ConfigError("a plan needs at least one clip")
     scenario = scenario.model_copy(update={"policy": policy})
-    return POLICY_BUILDERS[policy](scenario, n).validate()
+    return POLICY_BUILDERS[policy](scenario, plan_pipeline(scenario, policy), n).validate()

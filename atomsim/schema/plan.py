@@ -18,7 +18,7 @@ PLAN_VERSION = 1
 
 @dataclass(frozen=True)
 class ModuleRef:
-    model: str      # video-encoder | decoder | bert-decoder | sentence-encoder
+    model: str      # a zoo model (video-encoder, decoder, ...), or the pipeline's name of another module
     quant: str      # a backend name
 
     @property
@@ -31,14 +31,15 @@ class Step:
     id: str
     kind: str                     # load | run | free | wait
     stage: str                    # load, decode, encode, caption, index, rank, script, assemble, free, think
-    lane: str                     # main | video | encoder | decoder
-    instance: str | None = None   # role in Plan.instances; None for module-less ops
+    lane: str                     # main | video | a per-clip stage's lane (reuse-parallel)
+    instance: str | None = None   # a module name of Plan.instances; None for module-less ops
     op: str | None = None         # run steps: decode, encode, caption, generate, embed, rank, assemble
     clip: int | None = None
     request: int = 0              # which request of the workload (0 for the first)
     deps: tuple[str, ...] = ()
     threads: int = 1
     args: dict = field(default_factory=dict)   # items, tokens, beam, prompt_tokens, frames, frame_size
+    node: str | None = None       # the pipeline stage it runs (run steps; `decode` for the implicit decode)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Plan:
     clips: int
     workload: dict = field(default_factory=dict)
     version: int = PLAN_VERSION
+    pipeline: object = field(default=None, compare=False, repr=False)   # schema.pipeline.Pipeline: the wiring
 
     def step(self, step_id: str) -> Step:
         return self._index[step_id]

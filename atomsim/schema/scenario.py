@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError, valid_names
-from .names import BACKENDS as TORCH_BACKENDS, EXECUTORCH_BACKENDS, MODELS, POLICIES, PRESETS, TASKS
+from .names import BACKENDS as TORCH_BACKENDS, EXECUTORCH_BACKENDS, POLICIES, PRESETS, TASKS
 from .validation import read_mapping, validate
 
 BACKENDS = TORCH_BACKENDS + EXECUTORCH_BACKENDS
@@ -89,7 +89,7 @@ class Video(Strict):
 
 
 class Workload(Strict):
-    task: str
+    task: str | None = None     # a bundled pipeline's name (the scenario's `pipeline` takes precedence)
     clips: int | None = Field(default=None, gt=0)
     videos: list[Video] | None = None
     queries: list[str] = ["a person is cooking"]
@@ -111,7 +111,7 @@ class Workload(Strict):
     @field_validator("task")
     @classmethod
     def _task(cls, v):
-        if v not in TASKS:
+        if v is not None and v not in TASKS:
             raise ValueError(valid_names("task", v, TASKS))
         return v
 
@@ -123,11 +123,12 @@ class Workload(Strict):
         if isinstance(r, list):
             if not r:
                 raise ValueError("requests: an empty list (give at least one prompt or query list)")
-            want_lists = self.task == "retrieval"
+            want_lists = self.task == "retrieval" if self.task else isinstance(r[0], list)
             for i, item in enumerate(r):
                 if want_lists != isinstance(item, list) or (isinstance(item, list) and not item) or not item:
                     kind = "a non-empty list of queries" if want_lists else "a non-empty prompt"
-                    raise ValueError(f"requests[{i}]: expected {kind} for task {self.task!r}")
+                    what = f"task {self.task!r}" if self.task else "a list like its first item"
+                    raise ValueError(f"requests[{i}]: expected {kind} for {what}")
         n = self.clip_count() * self.request_count()
         if n > MAX_PLAN_CLIPS:
             raise ValueError(f"{'clips' if self.clips is not None else 'videos'}: {self.clip_count()} clips x "
@@ -138,11 +139,17 @@ class Workload(Strict):
     def request_count(self) -> int:
         return self.requests if isinstance(self.requests, int) else len(self.requests)
 
-    def request_texts(self, k: int):
-        """Request k's prompt (assembly, summarization, qa) or query list (retrieval)."""
-        if isinstance(self.requests, list):
+    def request_prompt(self, k: int) -> str:
+        """Request k's prompt: the k-th of a list of prompts, else `prompt`."""
+        if isinstance(self.requests, list) and isinstance(self.requests[k], str):
             return self.requests[k]
-        return list(self.queries) if self.task == "retrieval" else self.prompt
+        return self.prompt
+
+    def request_queries(self, k: int) -> list[str]:
+        """Request k's queries: the k-th of a list of query lists, else `queries`."""
+        if isinstance(self.requests, list) and isinstance(self.requests[k], list):
+            return list(self.requests[k])
+        return list(self.queries)
 
     def clip_count(self) -> int:
         """Clips in the workload: `clips`, or those cut from `videos` by length and stride."""
@@ -175,9 +182,7 @@ class Models(Strict):
             raise ValueError("preset: " + valid_names("preset", self.preset, PRESETS))
         if self.quant not in BACKENDS:
             raise ValueError("quant: " + valid_names("quantization backend", self.quant, BACKENDS))
-        for m, q in self.quant_by_model.items():
-            if m not in MODELS:
-                raise ValueError("quant_by_model: " + valid_names("model", m, MODELS))
+        for m, q in self.quant_by_model.items():   # zoo models, or a pipeline's own module names
             if q not in BACKENDS:
                 raise ValueError(f"quant_by_model.{m}: " + valid_names("quantization backend", q, BACKENDS))
         return self
@@ -187,11 +192,24 @@ class Models(Strict):
 
 
 class Threads(Strict):
-    """Intra-op threads per lane: `main` for serial stages, `encoder`/`decoder` for the parallel lanes."""
+    """Intra-op threads per lane: `main` for serial stages; under reuse-parallel each per-clip
+    stage's lane (the paper's `encoder` and `decoder`; a pipeline's lane or module names)."""
 
+    model_config = ConfigDict(extra="allow", frozen=True)
     main: int = Field(default=2, gt=0)
     encoder: int = Field(default=1, gt=0)
     decoder: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _lanes(self):
+        for lane, n in (self.model_extra or {}).items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{lane}: expected a thread count of at least 1, got {n!r}")
+        return self
+
+    def of(self, lane: str) -> int:
+        """Threads of `lane` (1 for a lane the scenario does not name)."""
+        return int(getattr(self, lane, None) or (self.model_extra or {}).get(lane) or 1)
 
 
 class Scenario(Strict):
@@ -202,6 +220,11 @@ class Scenario(Strict):
     policy: str = "reuse-parallel"
     threads: Threads = Threads()
     profile: str | None = None
+    # the pipeline: a bundled name or a pipeline file (relative to this file); default: workload.task
+    pipeline: str | None = None
+    # which modules: `auto` (the policy's: reload and baseline-resident take the pipeline's
+    # `baseline` variant where it has one), `none` (the pipeline's own modules), or a variant name
+    variant: str = "auto"
     # page cache when the run starts: cold (no weight file cached) or warm (every file the plan
     # loads is cached, as far as free RAM allows). Used by the simulator.
     page_cache: Literal["cold", "warm"] = "cold"
@@ -212,6 +235,13 @@ class Scenario(Strict):
         if v not in POLICIES:
             raise ValueError(valid_names("policy", v, POLICIES))
         return v
+
+    @model_validator(mode="after")
+    def _pipeline(self):
+        if self.pipeline is None and self.workload.task is None:
+            raise ValueError("pipeline: missing (a bundled pipeline name or a pipeline file; "
+                             f"or workload.task, one of {', '.join(TASKS)})")
+        return self
 
     def with_changes(self, **changes) -> "Scenario":
         """A copy with dotted-path changes (`workload.clips=10`), validated again."""
@@ -258,10 +288,17 @@ def scenario_from_mapping(data: dict, source: str, base_dir: Path | None = None)
         raise ConfigError(f"{source}: field 'device': missing (a device name from {CATALOG.name} or a mapping)")
     data["device"] = resolve_device(data["device"], source)
     scenario = validate(Scenario, data, source)
-    if scenario.profile and base_dir is not None and not Path(scenario.profile).is_absolute():
-        candidate = (base_dir / scenario.profile).resolve()
-        scenario = scenario.model_copy(update={"profile": str(candidate)})
+    if base_dir is not None:
+        for field in ("profile", "pipeline"):
+            value = getattr(scenario, field)
+            if value and (field == "profile" or _is_path(value)) and not Path(value).is_absolute():
+                scenario = scenario.model_copy(update={field: str((base_dir / value).resolve())})
     return scenario
+
+
+def _is_path(value: str) -> bool:
+    """A file path rather than a bundled pipeline's name."""
+    return "/" in value or value.endswith((".yaml", ".yml", ".json"))
 
 
 def load_scenario(path: str | Path) -> Scenario:
