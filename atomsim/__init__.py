@@ -1,70 +1,8 @@
 """atomsim: what a video-language pipeline schedule costs on a phone, before you build it.
 
 Layers (see DESIGN.md): schema -> plan -> sim (never torch) ; models -> profile, run ;
-validate, report on top.
+validate, report on top. Importing atomsim changes nothing in the process: the settings of a
+process that measures or runs (huge pages for torch, glibc's malloc arenas and mmap threshold)
+are `atomsim.process.pin_measurement_process()`, which the entry points call.
 """
-import os
-
 __version__ = "0.1.0"
-
-# Huge pages for torch's large CPU buffers (PyTorch's allocator aligns allocations of 2 MiB and
-# more to 2 MiB and madvises them MADV_HUGEPAGE when THP_MEM_ALLOC_ENABLE=1; read once, at the
-# first allocation, so it is set here, before anything of ours imports torch). Measured on the
-# development VM (2-core EPYC, THP "madvise"): video-encoder/torch-dynamic-int8 encode at 1
-# thread, 8 calls in each of 4 new processes: with 4 KiB pages the process medians were 0.80,
-# 0.95, 1.03 and 1.20 s (which pages a process got decided its speed), with huge pages 0.77-0.81 s;
-# fp32 encode 1.10-1.55 s -> 1.15-1.17 s. Profiler and runner both run under it, so figures
-# taken by one hold for the other; set THP_MEM_ALLOC_ENABLE=0 beforehand to measure without.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-# glibc malloc, made to behave the same in every process (a figure the profiler takes must hold
-# in the runner, whatever ran before):
-# - At most MALLOC_ARENA_MAX arenas (default here: 1). glibc gives each new thread that meets a
-#   busy arena an arena of its own, up to 8 per core, and memory a thread frees stays in its
-#   arena: a runner's lane threads and torch's OpenMP workers each kept the high-water mark of
-#   their own allocations. Measured (small fp32 reload assembly, cgroup anonymous memory during
-#   the first encode): 974-1009 MB with glibc's default, 818-822 MB with 1 or 2 arenas. With 2,
-#   which thread landed in which arena still varied from process to process: the first small
-#   fp32 encode after load (the profiler's runner state, new processes) peaked at 62-87 MB in 7
-#   of 11 processes and at 145-169 MB in 4; with 1 arena, 67-83 MB in 12 of 12 (encode at 2
-#   threads 0.52-0.59 s either way).
-# - A fixed mmap threshold, MALLOC_MMAP_THRESHOLD_ (default here: 32 MiB, the ceiling of glibc's
-#   own sliding threshold). glibc starts at 128 KiB and raises the threshold to the size of each
-#   mapped buffer freed, so whether a tensor's memory goes back to the system at free depended
-#   on what the process had freed before: the same first encode (small video-encoder/
-#   torch-dynamic-int8) grew a fresh profiler process by 126 MB and a runner that had loaded the
-#   four modules (their load temporaries freed) by about 175 MB; fp32 encode 101 MB fresh
-#   against 170 MB with the threshold at its ceiling. Fixed, glibc no longer slides it: every
-#   process serves buffers under 32 MiB from its heap from the start, as a long-running one does
-#   (no slower: encode 0.60 s fp32, 0.50 s dyn8 at 2 threads, against 0.73 and 0.43 s).
-# Set for this process (mallopt; arenas are made lazily, when a thread first contends) and,
-# through the environment, for the processes it starts (glibc reads both at start). Set either
-# beforehand to change it. Phones' allocators (scudo, jemalloc) differ again (docs/running.md).
-def _pin_glibc_malloc() -> None:
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None)
-        arenas = int(os.environ.setdefault("MALLOC_ARENA_MAX", "1"))
-        mmap_threshold = int(os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20)))
-        libc.mallopt(-8, arenas)            # M_ARENA_MAX (malloc.h); absent outside glibc
-        libc.mallopt(-3, mmap_threshold)    # M_MMAP_THRESHOLD: fixed, no longer sliding
-    except (OSError, AttributeError, ValueError):   # not glibc, or a value glibc ignores too
-        pass
-
-
-_pin_glibc_malloc()
-
-
-def _quiet_import_noise() -> None:
-    """Drop two warnings every torch command printed, about nothing atomsim uses: torchao's CUDA
-    kernels that a CPU build cannot load, and torch's notice on Enum pytree registration."""
-    import logging
-
-    def drop(logger: str, start: str, contains: str) -> None:
-        logging.getLogger(logger).addFilter(
-            lambda r: not (str(r.msg).startswith(start) and contains in str(r.getMessage())))
-    drop("torchao", "Failed to load", ".so")
-    drop("torch.utils._pytree", "%s is an Enum subclass", "natively supported")
-
-
-_quiet_import_noise()

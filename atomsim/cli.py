@@ -2,7 +2,9 @@
 
 Each part registers its subcommands from its own `cli.py` (`register(subparsers)`); those
 modules import nothing heavy at import time (torch is imported inside the handlers), so
-`atomsim simulate` runs where torch is absent.
+`atomsim simulate` runs where torch is absent. `main` sets the process up as every process that
+measures or runs is (atomsim/process.py) before any command runs, so that those of `run`,
+`profile`, `calibrate`, `validate` measure under the settings the profiles were taken with.
 """
 from __future__ import annotations
 
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .process import pin_measurement_process, quiet_import_noise
+    pin_measurement_process()   # before any command imports torch or starts a thread
+    quiet_import_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -29,6 +29,19 @@ def read_hwm() -> int | None:
     return None
 
 
+def io_counters() -> dict:
+    """/proc/self/io (read_bytes: from storage; rchar: through read syscalls). {} if unreadable."""
+    out = {}
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                out[k.strip()] = int(v)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def malloc_trim() -> bool:
     """Give freed heap back to the OS (glibc); False where unavailable (bionic, musl, macOS)."""
     try:
@@ -44,7 +57,7 @@ def malloc_trim() -> bool:
 
 def huge_pages() -> dict:
     """Whether torch's large buffers may live on huge pages: the kernel's transparent huge page
-    mode and torch's THP_MEM_ALLOC_ENABLE (set by `import atomsim` unless set before)."""
+    mode and torch's THP_MEM_ALLOC_ENABLE (set by atomsim.process.pin_measurement_process unless set before)."""
     mode = None
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:

@@ -11,11 +11,15 @@ import gc
 import sys
 import threading
 
-import torch
+from atomsim.process import pin_measurement_process, quiet_import_noise
 
-import atomsim  # noqa: F401  (malloc settings as the runner has them)
-from atomsim import models
-from atomsim.profile import memory
+pin_measurement_process()   # huge pages and malloc settings as the runner has them, before torch
+quiet_import_noise()
+
+import torch  # noqa: E402
+
+from atomsim import models  # noqa: E402
+from atomsim.profile import memory  # noqa: E402
 
 trim = len(sys.argv) > 1 and sys.argv[1] == "trim"
 torch.set_num_threads(1)

@@ -36,6 +36,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.simplefilter("ignore")
+    from atomsim.process import pin_measurement_process, quiet_import_noise
+    pin_measurement_process()   # as the profiler's workers and the runner are, before torch
+    quiet_import_noise()
     import torch
     from atomsim import models
 

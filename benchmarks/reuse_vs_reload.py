@@ -20,6 +20,9 @@ POLICIES = ("reload", "reuse-serial", "reuse-parallel")
 
 
 def main(argv=None) -> int:
+    from atomsim.process import pin_measurement_process, quiet_import_noise
+    pin_measurement_process()   # the runs happen in this process: as `atomsim run` sets it up, before torch
+    quiet_import_noise()
     import videos as tv
 
     from atomsim.run import run_scenario

@@ -1,5 +1,12 @@
 import pytest
 
+from atomsim.process import pin_measurement_process, quiet_import_noise
+
+# the tests load, run and measure modules in this process too: set it up as the `atomsim` command
+# does (huge pages, malloc arenas and mmap threshold; before any test imports torch)
+pin_measurement_process()
+quiet_import_noise()
+
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory):

@@ -150,9 +150,9 @@ def test_run_through_the_programs(et_store, tmp_path, task, quant, policy):
     assert [ld["file_bytes"] > 0 for ld in summary["loads"]] == [True] * len([s for s in plan.steps if s.kind == "load"])
     results = json.loads((out / "results.json").read_text())
     if task == "assembly":
-        assert (out / "assembly.mp4").exists() and results["script"] is not None
+        assert (out / "assembly.mp4").exists() and results["outputs"]["script"]["text"] is not None
     else:
-        assert all(len(q["ranked"]) == 2 for q in results["queries"])
+        assert all(len(q["ranked"]) == 2 for q in results["outputs"]["ranking"])
 
 
 def test_frames_of_another_shape_are_refused(et_store):

@@ -154,3 +154,23 @@ def test_unknown_target_is_named(published, capsys, target, match):
     import re
     assert re.search(match, err), err
     assert published.read_bytes() == before
+
+
+def test_a_pipelines_own_module_is_accepted_with_its_pipeline(tmp_path, capsys):
+    """`--as MODULE` names any module a pipeline names (issue 24): refused without --pipeline, taken
+    with it, and the figure lands under the pipeline's name for the module."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text('{"model_type": "vit"}')
+    pipe = tmp_path / "pipe.yaml"
+    pipe.write_text("version: 1\nname: mine\nmodules: {eyes: {hf: ckpt, kind: vision-encoder}}\n"
+                    "stages:\n  - {name: see, foreach: clip, module: eyes, op: encode, in: [frames], out: f}\n")
+    into = tmp_path / "phone.json"
+    args = ["profile", "import", str(FIX / "aihub-profile.json"), "--format", "aihub", "--as", "eyes/fp32:encode",
+            "--threads", "1", "--into", str(into)]
+    assert main(args) == 2 and "--pipeline FILE" in capsys.readouterr().err and not into.exists()
+    assert main([*args, "--pipeline", str(pipe)]) == 0
+    assert load_profile(into).modules["eyes/fp32"].ops["encode"].latency_s["1"].median > 0
+    wrong = [a if a != "eyes/fp32:encode" else "eyes/fp32:caption" for a in args]
+    assert main([*wrong, "--pipeline", str(pipe)]) == 2
+    assert "unknown op of eyes 'caption'; valid: encode" in capsys.readouterr().err

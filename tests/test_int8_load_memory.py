@@ -82,7 +82,7 @@ def test_cold_int8_load_counts_its_whole_file(saved, tmp_path):
     """A cold int8 load in a lane thread counts its whole file as read, once."""
     import threading
 
-    from atomsim.profile import cache
+    from atomsim import pagecache
     from atomsim.run import reads_during
     path, _, _ = saved
     big = tmp_path / "big.pt"   # a 64 MB float tensor beside the int8 weights
@@ -90,7 +90,7 @@ def test_cold_int8_load_counts_its_whole_file(saved, tmp_path):
     sd["emb"] = torch.randn(16 << 20)
     torch.save(sd, str(big), pickle_module=q.PICKLE)
     del sd
-    if not cache.evict([big]) or reads_during(lambda: None)[1] is None:
+    if not pagecache.evict([big]) or reads_during(lambda: None)[1] is None:
         pytest.skip("no page-cache eviction or io counters here")
     torch.set_num_threads(2)
     got = {}

@@ -9,7 +9,8 @@ import pytest
 
 from atomsim.cli import main
 from atomsim.errors import ProfileError
-from atomsim.profile import cache, measure
+from atomsim import pagecache
+from atomsim.profile import measure
 from atomsim.profile.summary import finish_partial, partial_path
 from atomsim.profile.workers import Workers
 from atomsim.schema.profile import load_profile, profile_from_mapping
@@ -34,12 +35,12 @@ def weights_file(tmp_path_factory):
 
 
 def test_cache_evict_and_residency(weights_file):
-    cache.touch([weights_file])
-    frac = cache.resident_fraction([weights_file])
+    pagecache.touch([weights_file])
+    frac = pagecache.resident_fraction([weights_file])
     if frac is None:
         pytest.skip("mincore unavailable")
     assert frac > 0.95
-    ev = cache.evict_checked([weights_file])
+    ev = pagecache.evict_checked([weights_file])
     assert ev["before"] > 0.95
     assert ev["evicted"] is True and ev["after"] < 0.05
 

@@ -1,7 +1,7 @@
 
 import pytest
 
-from atomsim.report.energy import add_energy, cpu_busy_s, energy_j
+from atomsim.schema.energy import add_energy, cpu_busy_s, energy_j
 from atomsim.schema.scenario import load_devices
 from atomsim.schema.trace import Span, Trace
 

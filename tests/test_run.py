@@ -93,12 +93,14 @@ def test_retrieval(vids, tiny_store, tmp_path, policy):
     r = _run("retrieval", [vids["short"], vids["portrait"], vids["corrupt"]], tmp_path, tiny_store, policy,
              queries=["a cat", "a beach"])
     res = json.loads((tmp_path / "results.json").read_text())
-    assert len(res["queries"]) == 2
-    for q in res["queries"]:
+    assert [q["query"] for q in res["outputs"]["ranking"]] == ["a cat", "a beach"]
+    for q in res["outputs"]["ranking"]:
         assert len(q["ranked"]) == 3
         scores = [c["score"] for c in q["ranked"]]
         assert scores == sorted(scores, reverse=True)
-        assert all(c["caption"] and set(c) >= {"video", "start", "end", "caption", "score"} for c in q["ranked"])
+        assert all(c["text"] and set(c) >= {"video", "start", "end", "text", "score"} for c in q["ranked"])
+    captions = {c["clip"]: c["text"] for c in res["outputs"]["captions"]}
+    assert all(captions[c["clip"]] == c["text"] for q in res["outputs"]["ranking"] for c in q["ranked"])
     assert [s["video"] for s in res["skipped"]] == [str(vids["corrupt"])]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["source"] == "measured" and summary["policy"] == policy and summary["clips"] == 3
@@ -121,10 +123,12 @@ def test_assembly_duration(vids, tiny_store, tmp_path, policy):
     from atomsim.run.assemble import decoded_duration
     r = _run("assembly", [vids["short"], vids["mpeg4"], vids["portrait"]], tmp_path, tiny_store, policy)
     out = tmp_path / "assembly.mp4"
-    assert out.exists() and r.results["output"] == str(out)
-    chosen = r.results["chosen"]
-    assert len(chosen) == 3 and r.results["order_source"] in ("ranking", "script")
-    assert [c["clip"] for c in chosen] == [c["clip"] for c in r.results["ranking"][:3]]
+    made = r.results["outputs"]["assembly"]
+    assert out.exists() and made["path"] == str(out)
+    chosen = made["chosen"]
+    assert len(chosen) == 3 and made["order_source"] in ("ranking", "script")
+    assert [c["clip"] for c in chosen] == [c["clip"] for c in r.results["outputs"]["ranking"][0]["ranked"][:3]]
+    assert r.results["outputs"]["script"]["clips"] == [c["clip"] for c in chosen]
     dur, frames, fps = decoded_duration(out)
     expected = sum(c["end"] - c["start"] for c in chosen)
     assert abs(dur - expected) <= len(chosen) / fps + 1e-6
@@ -133,9 +137,9 @@ def test_assembly_duration(vids, tiny_store, tmp_path, policy):
 
 def test_summarization_and_qa(vids, tiny_store, tmp_path):
     r = _run("summarization", [vids["short"]], tmp_path / "s", tiny_store, "reuse-serial")
-    assert isinstance(r.results["summary"], str) and r.results["summary"]
+    assert isinstance(r.results["outputs"]["summary"]["text"], str) and r.results["outputs"]["summary"]["text"]
     r = _run("qa", [vids["short"]], tmp_path / "q", tiny_store, "reload", prompt="who is there?")
-    assert r.results["question"] == "who is there?" and r.results["answer"]
+    assert r.results["prompt"] == "who is there?" and r.results["outputs"]["answer"]["text"]
 
 
 def _busy(spans):
@@ -213,8 +217,9 @@ def test_cli(vids, tiny_store, tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "a red car" in printed and "skipped" in printed and str(vids["text"]) in printed
-    for f in ("summary.json", "trace.json", "results.json"):
+    for f in ("summary.json", "trace.json", "results.json", "timeline.png"):   # the command draws the timeline
         assert (out / f).exists()
+    assert json.loads((out / "summary.json").read_text())["timeline"] == "timeline.png"
     rc = main(["run", str(EXAMPLES / "retrieval-tiny.yaml"), "--videos", str(vids["text"]),
                "--store", str(tiny_store), "--out", str(tmp_path / "bad"), "--no-progress"])
     assert rc != 0

@@ -183,7 +183,7 @@ def test_three_requests_load_per_request_or_once(tiny_store, tmp_path, policy, l
     r = run_scenario(sc, [short], policy=policy, out_dir=tmp_path / policy, store=tiny_store, progress=False)
     measured = [ld["module"] for ld in r.summary["loads"]]
     assert all(measured.count(m) == loads_per_module for m in set(measured))
-    assert [q["query"] for q in r.results["requests"][1]["queries"]] == ["a red car", "the sea"]
+    assert [q["query"] for q in r.results["requests"][1]["outputs"]["ranking"]] == ["a red car", "the sea"]
     waits = [s for s in r.trace.spans if s.kind == "wait"]
     assert len(waits) == 2 and all(s.dur_s >= 0.2 for s in waits)
     # the simulator executes the same plan: the same loads

@@ -56,6 +56,9 @@ def test_validate_suite_runs_the_same_plan_on_both_sides(tiny_store, video, tmp_
         assert r["measured_e2e_s"] == m["e2e_s"] and r["simulated_e2e_s"] == s["e2e_s"]
         assert m["steps"] == s["steps"]            # same plan, step for step
         assert (tmp_path / "out" / f"{name}.png").stat().st_size > 0
+        for side in ("measured", "simulated"):   # drawn by `atomsim run` and by the suite, not the libraries
+            assert (tmp_path / "out" / name / side / "timeline.png").stat().st_size > 0
+        assert m["timeline"] == "timeline.png"
     assert len(result["reductions"]) == 1 and result["reductions"][0]["policy"] == "reuse-parallel"
     assert (tmp_path / "out" / "fidelity.md").read_text().startswith("# atomsim fidelity report")
     saved = json.loads((tmp_path / "out" / "fidelity.json").read_text())
@@ -167,12 +170,13 @@ def test_huge_pages_differing_between_profile_and_runs_is_a_warning():
     assert huge_pages_warnings(prof, [on, {"huge_pages": {"in_use": False}}])
 
 
-def test_importing_atomsim_turns_on_huge_pages_for_torch_unless_set_before():
+def test_pinning_the_process_turns_on_huge_pages_for_torch_unless_set_before():
     import subprocess
-    code = "import os; os.environ['THP_MEM_ALLOC_ENABLE']='0'; import atomsim; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    pin = "from atomsim.process import pin_measurement_process; pin_measurement_process()"
+    code = f"import os; os.environ['THP_MEM_ALLOC_ENABLE']='0'; {pin}; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "0"
     env = {k: v for k, v in __import__("os").environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    out = subprocess.run([sys.executable, "-c", "import os, atomsim; print(os.environ['THP_MEM_ALLOC_ENABLE'])"],
+    out = subprocess.run([sys.executable, "-c", f"import os; {pin}; print(os.environ['THP_MEM_ALLOC_ENABLE'])"],
                          capture_output=True, text=True, env=env).stdout.strip()
     assert out == "1"
 

@@ -1,4 +1,4 @@
-"""`atomsim models list|build|export`. Imports nothing heavy at import time."""
+"""`atomsim models list|build|export|checkpoint`. Imports nothing heavy at import time."""
 from __future__ import annotations
 
 import sys
@@ -6,7 +6,7 @@ import sys
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("models", help="list and build the module zoo (model store)")
-    sub = p.add_subparsers(dest="models_command", metavar="{list,build,export}")
+    sub = p.add_subparsers(dest="models_command", metavar="{list,build,export,checkpoint}")
     ls = sub.add_parser("list", help="presets, modules, parameter counts and bytes on disk per backend")
     ls.add_argument("--preset", action="append", help="preset (repeatable; default: all)")
     ls.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
@@ -26,7 +26,30 @@ def register(subparsers) -> None:
     e.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     e.add_argument("--out", required=True, help="directory for <model>.pte and manifest.json")
     e.set_defaults(func=cmd_export)
+    c = sub.add_parser("checkpoint", help="make a user-style Hugging Face checkpoint directory (random weights, "
+                       "real architecture, its own tokenizer; no hub)",
+                       description="Write a checkpoint directory with save_pretrained: random weights of a real "
+                       "transformers architecture of KIND and a tokenizer trained here (for a pipeline's `hf` "
+                       "modules, e.g. scenarios/user/).")
+    c.add_argument("kind", help="vision-encoder | vision2seq | causal-lm | seq2seq-lm | text-encoder")
+    c.add_argument("out", help="directory to write (replaced as a unit)")
+    c.add_argument("--size", default="tiny", choices=("tiny", "small"),
+                   help="tiny (0.1-0.4M parameters, tests) | small (11-26M parameters)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    c.set_defaults(func=cmd_checkpoint)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
+
+
+def cmd_checkpoint(args) -> int:
+    from ..errors import ConfigError
+    from .hf import KINDS, describe
+    from .hf_make import make_checkpoint
+    if args.kind not in KINDS:
+        raise ConfigError(f"kind {args.kind!r}: unknown; valid: {', '.join(KINDS)}")
+    out = make_checkpoint(args.kind, args.out, size=args.size, seed=args.seed)
+    d = describe(out, args.kind)
+    sys.stdout.write(f"{out}: {args.kind}, {d.get('architecture', '?')}, {d.get('params', 0) / 1e6:.1f}M parameters\n")
+    return 0
 
 
 def _mb(n) -> str:

@@ -163,21 +163,22 @@ def make_checkpoint(kind: str, out_dir, size: str = "tiny", seed: int = 0) -> Pa
         raise ValueError(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
     import torch
 
+    from ..io import atomic_dir
     from .hf_ops import quiet_transformers
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(kind, vocab_size=512 if size == "tiny" else 1000)
     torch.manual_seed(seed)
-    with quiet_transformers():
-        model = make_model(kind, size, len(tok)).eval()
-        _generation_config(model, kind)
-        model.save_pretrained(str(out))
-        if kind != "vision-encoder":   # a vision tower has no tokenizer
-            tok.save_pretrained(str(out))
-    if kind in ("vision-encoder", "vision2seq"):
-        from transformers import ViTImageProcessorPil
-        side = (_TINY if size == "tiny" else _SMALL)["vit"]["image_size"]
-        ViTImageProcessorPil(size={"height": side, "width": side}).save_pretrained(str(out))
+    with atomic_dir(out) as tmp:     # complete or absent: a killed run leaves no half checkpoint
+        with quiet_transformers():
+            model = make_model(kind, size, len(tok)).eval()
+            _generation_config(model, kind)
+            model.save_pretrained(str(tmp))
+            if kind != "vision-encoder":   # a vision tower has no tokenizer
+                tok.save_pretrained(str(tmp))
+        if kind in ("vision-encoder", "vision2seq"):
+            from transformers import ViTImageProcessorPil
+            side = (_TINY if size == "tiny" else _SMALL)["vit"]["image_size"]
+            ViTImageProcessorPil(size={"height": side, "width": side}).save_pretrained(str(tmp))
     return out
 
 

@@ -48,6 +48,7 @@ class Builder:
         self.lanes = tuple(dict.fromkeys(("main", "video", *clip_lanes)))
         self.steps: list[Step] = []
         self.last: dict[str, str] = {}
+        self.uses: dict[tuple, int] = {}    # (request, load/free name) -> times used
         self.r = 0          # the request whose steps are being added
 
     # ---- ids, lanes, threads
@@ -79,10 +80,15 @@ class Builder:
         return sid
 
     def load(self, module, lane="main", deps=()):
-        return self.add(f"load:{module}", "load", "load", lane, instance=module, deps=deps)
+        return self.add(self._nth(f"load:{module}"), "load", "load", lane, instance=module, deps=deps)
 
     def free(self, module, lane="main", deps=()):
-        return self.add(f"free:{module}", "free", "free", lane, instance=module, deps=deps)
+        return self.add(self._nth(f"free:{module}"), "free", "free", lane, instance=module, deps=deps)
+
+    def _nth(self, name: str) -> str:
+        """`name`, or `name#k` for its k-th use in one request (reload of a module two phases use)."""
+        k = self.uses[(self.r, name)] = self.uses.get((self.r, name), 0) + 1
+        return name if k == 1 else f"{name}#{k}"
 
     # ---- requests
     def requests(self):

@@ -10,7 +10,7 @@ The fragment is a profile (`source: measured`, the device fingerprint) with one 
   CLIP ViT-L/14 MLP over 6 frames of 257 tokens; MiniLM's over 5 texts of 23 tokens),
 - ops `gemv.<decoder>`: memory-bound GEMV at the decoders' shapes (Llama-3.2-1B's MLP up
   projection, one token; the BERT decoder's, beam 4), a weight matrix larger than the caches,
-- load: `cold_s` a read of a scratch file after posix_fadvise(DONTNEED) (profile.cache.evict),
+- load: `cold_s` a read of a scratch file after posix_fadvise(DONTNEED) (atomsim.pagecache.evict),
   `warm_s` the same read from the page cache; `file_bytes` its size,
 each at 1 thread and at all cores (torch.set_num_threads), warm-ups apart from samples.
 """
@@ -67,16 +67,16 @@ def kernel_ops(threads: list[int], quick: bool, samples: int) -> dict:
 
 def storage_reads(directory, size: int, samples: int) -> dict:
     """Cold (evicted) and warm (page cache) sequential reads of a scratch file of `size` bytes."""
-    from . import cache
+    from .. import pagecache
     from ..schema.profile import Stat
     cold, warm, evicted = [], [], []
-    with cache.scratch_file(directory, size, ".atomsim-calibrate-", os.urandom(1 << 20) * 4) as (name, real):
+    with pagecache.scratch_file(directory, size, ".atomsim-calibrate-", os.urandom(1 << 20) * 4) as (name, real):
         for _ in range(samples):
-            evicted.append(cache.evict_checked([name])["evicted"])
+            evicted.append(pagecache.evict_checked([name])["evicted"])
             t0 = time.perf_counter()
-            cache.touch([name])
+            pagecache.touch([name])
             cold.append(time.perf_counter() - t0)
-            xs, _ = _time_calls(lambda: cache.touch([name]), 1)
+            xs, _ = _time_calls(lambda: pagecache.touch([name]), 1)
             warm.extend(xs)
     return {"bytes": real, "cold_s": Stat.of(cold).model_dump(), "warm_s": Stat.of(warm).model_dump(),
             "evicted": None if None in evicted else all(evicted)}

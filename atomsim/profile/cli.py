@@ -58,6 +58,7 @@ def register(subparsers) -> None:
     im.add_argument("--as", required=True, dest="target", metavar="MODULE/BACKEND:OP",
                     help="what the file measured, e.g. video-encoder/executorch-xnnpack:encode")
     im.add_argument("--into", required=True, metavar="PROFILE", help="profile to add to (created if absent)")
+    im.add_argument("--pipeline", metavar="FILE", help="a pipeline file whose own modules --as may name")
     im.add_argument("--device", help="the device's name (else what the file says)")
     im.add_argument("--threads", type=positive_int, help="threads of the run, where the file does not say (ETDump, Minibench, AI Hub)")
     im.add_argument("--program", metavar="PTE", help="etdump: the .pte it ran (the dump is checked against it)")
@@ -162,8 +163,10 @@ def run_export(args) -> int:
 
 def run_import(args) -> int:
     from .imports import import_file
+    from ..schema.pipeline import load_pipeline
+    pipeline = load_pipeline(args.pipeline) if args.pipeline else None
     _, written, lacking = import_file(args.file, args.format, args.target, args.into, device=args.device,
-                                      threads=args.threads, program=args.program)
+                                      threads=args.threads, program=args.program, pipeline=pipeline)
     print(f"imported {', '.join(written)} of {args.target.partition(':')[0]} from {args.file} into {args.into}")
     if lacking:
         print(f"not in the {args.format} file (left empty): {', '.join(lacking)}")

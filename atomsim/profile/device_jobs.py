@@ -75,6 +75,16 @@ def job_corun(job) -> dict:
     return {"alone": alone, "together": together, "interleaved": True}
 
 
+def process_settings() -> dict:
+    """The settings this worker measures under (atomsim/process.py), for the fingerprint: the
+    profiler's own process need not have them."""
+    import os
+
+    from ..procfs import huge_pages
+    return {"huge_pages": huge_pages(), "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
+
+
 def job_baseline(job) -> dict:
     import platform
 
@@ -101,7 +111,7 @@ def job_baseline(job) -> dict:
            "torch": torch.__version__, "quantized_engine": torch.backends.quantized.engine,
            "supported_engines": list(torch.backends.quantized.supported_engines),
            "num_threads": torch.get_num_threads(), "num_interop_threads": torch.get_num_interop_threads(),
-           "python": platform.python_version()}
+           "python": platform.python_version(), **process_settings()}
     for name in ("torchao", "transformers", "safetensors"):
         try:
             out[name] = __import__(name).__version__

@@ -21,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import pagecache
 from ..models import executorch_backend as eb
 from ..schema.profile import Stat, profile_from_mapping, save_profile
-from . import cache, memory
+from . import memory
 from .imports import import_file
 
 OPS = {"video-encoder": "encode", "sentence-encoder": "embed"}
@@ -48,13 +49,13 @@ def inputs(entry: dict) -> tuple:
 def loads(pte, n: int) -> dict:
     cold, warm, evicted = [], [], []
     for _ in range(n):
-        evicted.append(cache.evict_checked([pte])["evicted"])
+        evicted.append(pagecache.evict_checked([pte])["evicted"])
         t0 = time.perf_counter()
         method = eb.load_program(pte)
         cold.append(time.perf_counter() - t0)
         del method
         gc.collect()
-    cache.touch([pte])
+    pagecache.touch([pte])
     for _ in range(n):
         t0 = time.perf_counter()
         method = eb.load_program(pte)

@@ -171,12 +171,13 @@ def fingerprint(runtime: dict | None = None, ops: dict | None = None) -> dict:
         "termux": bool(os.environ.get("TERMUX_VERSION") or os.environ.get("PREFIX", "").startswith("/data/data/com.termux")),
         "env_threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(k)},
         "loadavg": loadavg(), "huge_pages": huge_pages(),
-        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),   # both pinned by `import atomsim`
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),   # both pinned (atomsim/process.py)
         "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
     }
     if runtime:
         for k in ("python", "torch", "torchao", "transformers", "safetensors",
-                  "supported_engines", "num_threads", "num_interop_threads", "memray"):
+                  "supported_engines", "num_threads", "num_interop_threads", "memray",
+                  "huge_pages", "malloc_arena_max", "malloc_mmap_threshold"):   # the worker's own
             if k in runtime:
                 d[k] = runtime[k]
         if "quantized_engine" in runtime:

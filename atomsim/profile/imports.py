@@ -22,15 +22,31 @@ def backends() -> tuple:
     return tuple(dict.fromkeys(names.BACKENDS + tuple(BACKENDS) + ET))
 
 
-def parse_target(text: str) -> tuple[str, str, str]:
-    """`MODULE/BACKEND:OP` -> (model, quant, op), each checked against the zoo's names."""
+def known_modules(pipeline=None) -> dict[str, tuple[str, ...]]:
+    """Module key -> its ops: the zoo's models, and with a pipeline its own modules (a zoo module
+    it names is keyed by its model, as plans key it; another by the pipeline's name for it)."""
     from ..models.specs import OPS
+    from ..schema.ops import ops_of_kinds
+    known = {m: tuple(ops) for m, ops in OPS.items()}
+    if pipeline is not None:
+        variants = [pipeline.with_variant(v) for v in pipeline.variants]
+        for p in (pipeline, *variants):
+            for name, src in p.modules.items():
+                known.setdefault(src.builtin or name, ops_of_kinds(src.kinds()))
+    return known
+
+
+def parse_target(text: str, pipeline=None) -> tuple[str, str, str]:
+    """`MODULE/BACKEND:OP` -> (model, quant, op), each checked against the zoo's names and the
+    modules `pipeline` names."""
+    OPS = known_modules(pipeline)
     head, sep, op = text.partition(":")
     model, sep2, quant = head.partition("/")
     if not sep or not sep2:
         raise ConfigError(f"--as {text!r}: expected MODULE/BACKEND:OP, e.g. video-encoder/executorch-xnnpack:encode")
     if model not in OPS:
-        raise ConfigError(f"--as {text!r}: " + valid_names("module", model, OPS))
+        hint = "" if pipeline is not None else " (a module of your own: give its pipeline with --pipeline FILE)"
+        raise ConfigError(f"--as {text!r}: " + valid_names("module", model, OPS) + hint)
     if quant not in backends():
         raise ConfigError(f"--as {text!r}: " + valid_names("backend", quant, backends()))
     if op not in OPS[model]:
@@ -103,9 +119,11 @@ def merge(data: dict, reading: Reading, target, path, device=None, threads=None)
     return data, written, prov["not_in_source"]
 
 
-def import_file(path, fmt: str, target: str, into, device=None, threads=None, program=None) -> tuple[Profile, list, list]:
-    """Read `path`, merge it into the profile `into` (created when absent), write it atomically."""
-    tgt = parse_target(target)
+def import_file(path, fmt: str, target: str, into, device=None, threads=None, program=None,
+                pipeline=None) -> tuple[Profile, list, list]:
+    """Read `path`, merge it into the profile `into` (created when absent), write it atomically.
+    `pipeline`: a Pipeline whose modules `target` may name besides the zoo's."""
+    tgt = parse_target(target, pipeline)
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such file")
     reading = read(path, fmt, program=program)

@@ -15,10 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import pagecache
 from ..errors import ConfigError, valid_names
 from ..io import atomic_write_json, check_writable_file
 from ..schema.profile import Profile, Stat, save_profile
-from . import cache, fingerprint
+from . import fingerprint
 from .summary import (
     assemble,
     corun_profile,
@@ -53,11 +54,12 @@ def op_shapes(model: str, shape: dict) -> dict:
 def storage_read(directory, size: int, samples: int) -> dict:
     """Cold sequential read bandwidth of a scratch file in `directory` (evicted before each read)."""
     xs, evicted = [], []
-    with cache.scratch_file(directory, size, ".atomsim-bw-", bytes(range(256)) * (4 << 12)) as (name, real):  # 4 MiB chunks
+    chunk = bytes(range(256)) * (4 << 12)   # 4 MiB chunks
+    with pagecache.scratch_file(directory, size, ".atomsim-bw-", chunk) as (name, real):
         for _ in range(samples):
-            evicted.append(cache.evict_checked([name])["evicted"])
+            evicted.append(pagecache.evict_checked([name])["evicted"])
             t0 = time.perf_counter()
-            cache.touch([name])
+            pagecache.touch([name])
             xs.append(time.perf_counter() - t0)
     med = statistics.median(xs)
     return {"bytes": real, "seconds": Stat.of(xs).model_dump(), "bytes_per_s": real / med,

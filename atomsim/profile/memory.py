@@ -52,19 +52,6 @@ def split() -> dict:
             "source": "status"}
 
 
-def io_counters() -> dict:
-    """/proc/self/io (read_bytes: from storage; rchar: through read syscalls). {} if unreadable."""
-    out = {}
-    try:
-        with open("/proc/self/io") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                out[k.strip()] = int(v)
-    except (OSError, ValueError):
-        pass
-    return out
-
-
 def settle() -> None:
     gc.collect()
     malloc_trim()

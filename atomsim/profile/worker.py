@@ -23,7 +23,8 @@ import time
 import traceback
 from pathlib import Path
 
-from . import cache, memory
+from .. import pagecache, procfs
+from . import memory
 
 # the reference video the runner-state jobs decode, and the clips assemble_cost stitches from it
 ASSEMBLE_REFERENCE = {"width": 320, "height": 240, "fps": 10, "clip_s": 10.0, "clips": 3}
@@ -89,12 +90,12 @@ def job_load(job) -> dict:
     files = weight_files(job)
     out = {"files": files, "file_bytes": sum(os.path.getsize(f) for f in files)}
     if job.get("cold"):
-        out["evict"] = cache.evict_checked(files)
+        out["evict"] = pagecache.evict_checked(files)
     else:
-        cache.touch(files)
-        out["resident_before"] = cache.resident_fraction(files)
+        pagecache.touch(files)
+        out["resident_before"] = pagecache.resident_fraction(files)
     memory.settle()
-    s0, io0 = memory.split(), memory.io_counters()
+    s0, io0 = memory.split(), procfs.io_counters()
     if job.get("memray"):  # heap peak and heap kept, from memray (its overhead: not timed)
         import memray
         fd, tmp = tempfile.mkstemp(prefix="atomsim-memray-", suffix=".bin")
@@ -125,7 +126,7 @@ def job_load(job) -> dict:
     with memory.Peak() as pk:
         mod, secs = in_lane(timed_load, job)   # in a thread, as the runner loads
     memory.settle()
-    s1, io1 = memory.split(), memory.io_counters()
+    s1, io1 = memory.split(), procfs.io_counters()
     wmap = memory.mapped_rss(files)
     if s1["anon"] is not None and wmap is not None:
         # weights = heap kept + pages of the weight files mapped; other file-backed growth is
@@ -394,6 +395,9 @@ def serve() -> None:
 
 
 def main(argv=None) -> int:
+    from ..process import pin_measurement_process, quiet_import_noise
+    pin_measurement_process()   # before preload() imports torch (workers.py starts us with them in the environment)
+    quiet_import_noise()
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "serve":
         serve()

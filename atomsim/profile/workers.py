@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 from ..errors import ProfileError
+from ..process import measurement_env
 
 
 class Workers:
@@ -16,7 +17,9 @@ class Workers:
 
     def __init__(self, fresh: bool = False, env: dict | None = None):
         self.fresh = fresh or not hasattr(os, "fork")
-        self.env = dict(os.environ, **(env or {}))
+        # the settings of a measuring process in the environment, as glibc reads them at start
+        # (atomsim/process.py; the worker also pins them itself)
+        self.env = measurement_env(dict(os.environ, **(env or {})))
         self.env.setdefault("PYTHONWARNINGS", "ignore")
         self.proc = None
         self.log = tempfile.TemporaryFile(mode="w+")

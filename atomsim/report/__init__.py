@@ -1,6 +1,6 @@
-"""Reports, sweeps, device projection and energy (issue 7). Submodules import lazily:
+"""Reports, sweeps and device projection (issue 7; the energy estimate is atomsim.schema.energy).
+Submodules import lazily:
 
-    atomsim.report.energy         add_energy(summary, trace, device), energy_j(...)
     atomsim.report.memory_report  memory_rows(...), write_memory_report(rows, out_dir)
     atomsim.report.study          load_study(path), Study
     atomsim.report.sweep          run_sweep(study, out_dir, workers=..., dask=...)

@@ -204,7 +204,7 @@ def _simulator(spec: str):
 
 def evaluate(study: Study, index: int, simulate: str = DEFAULT_SIMULATE) -> dict:
     """One row: the point's grid values and its simulated figures, or its error."""
-    from .energy import energy_parts
+    from ..schema.energy import energy_parts
     values = study.point(index)
     row = {"index": index, **values, **{c: None for c in RESULT_COLUMNS}}
     row["error"] = ""

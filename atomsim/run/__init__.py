@@ -7,10 +7,12 @@
     result.summary    # dict, same keys as the simulator's summary.json (+ measured extras)
     result.results    # dict written to results.json
 
-Writes into out_dir: summary.json, trace.json, timeline.png (if atomsim.report.timeline is
-present), results.json, and assembly.mp4 for the assembly task (assembly-r<k>.mp4 for request
-k >= 1); every file atomically. Clips are decoded by the plan's `decode:i` steps (streamed, at
-most `queue_size` clips of frames resident). Under a RAM limit: `limit.py`.
+Writes into out_dir: summary.json, trace.json, results.json (each request's named outputs), and
+the video of an assemble stage as `<out>.mp4` (`<out>-r<k>.mp4` for request k >= 1: the bundled
+assembly pipeline's `assembly.mp4`); every file atomically. timeline.png is the
+command's (`run.cli.draw_timeline`): the runner imports nothing of atomsim.report. Clips are
+decoded by the plan's `decode:i` steps (streamed, at most `queue_size` clips of frames
+resident). Under a RAM limit: `limit.py`.
 The runner executes the plan of `atomsim.plan.make_plan(scenario, policy, clips=n)` where n is
 the number of clips really cut from the readable videos; it does not rebuild plans.
 """
@@ -93,28 +95,29 @@ def reads_during(fn):
     workers too (counted per thread, a cold memory-mapped small int8 sentence-encoder load read
     18-23 MB of its 59 MB file). Another lane's storage reads during the load count as well (the
     video lane's: the benchmark's whole video is 0.36 MB)."""
-    from ..profile.memory import io_counters
+    from ..procfs import io_counters
     before = io_counters().get("read_bytes")
     out = fn()
     after = io_counters().get("read_bytes")
     return out, (None if before is None or after is None else after - before)
 
 
-def make_loader(sc, store, loads: list, log=None):
+def make_loader(sc, pipe, store, loads: list, log=None):
     """load_fn for the Executor: loads one module at a time and records, per load, the page-cache
     residency of its weight files before it (mincore) and the bytes the process read from storage
-    during it (`reads_during`); cold = more than half the files' bytes read."""
-    from .. import models
-    from ..profile.cache import resident_fraction
+    during it (`reads_during`); cold = more than half the files' bytes read. `pipe`: the plan's
+    pipeline, which says where each module comes from (models/sources.py)."""
+    from ..models import sources
+    from ..pagecache import resident_fraction
 
     def load_fn(role, ref):
         # models.load is not thread-safe (it patches nn.Module construction to the meta
         # device process-wide while building): loads on parallel lanes take turns
         with _LOAD_LOCK:
-            files = [str(p) for p in models.weight_files(sc.models.preset, ref.model, ref.quant, store=store)]
+            files = [str(p) for p in sources.weight_files(pipe, role, ref, sc.models.preset, store)]
             size = sum(Path(f).stat().st_size for f in files)
             resident = resident_fraction(files)
-            module, read = reads_during(lambda: models.load(sc.models.preset, ref.model, ref.quant, store=store))
+            module, read = reads_during(lambda: sources.load(pipe, role, ref, sc.models.preset, store))
         rec = {"instance": role, "module": ref.key, "file_bytes": size, "resident_before": resident,
                "read_bytes": read, "cold": None if read is None else read > size / 2}
         loads.append(rec)
@@ -128,7 +131,7 @@ def run_scenario(scenario, videos, policy=None, out_dir=None, store=None, querie
                  progress=True, events=None) -> RunResult:
     """Run `scenario` (a Scenario or a YAML path) on `videos` under `policy` (default: the scenario's).
 
-    `queries` (retrieval) and `prompt` (assembly prompt / qa question) override the scenario's.
+    `queries` and `prompt` override the workload's values of those names.
     `events`: a path for the event log (events.py) that lets a parent rebuild the trace if the
     run is killed. Raises OutputError before any work if `out_dir` cannot be written, VideoError
     if no video could be read (the unreadable ones are listed in `results["skipped"]` otherwise).
@@ -169,7 +172,7 @@ def _with_texts(sc, queries, prompt):
 
 def _prepare(sc, videos, policy, store, bar) -> dict:
     """Scan the videos, make the plan, build (if needed) and import the plan's modules."""
-    from .. import models
+    from ..models import sources
     from ..plan import make_plan
     w = sc.workload
     t_read = time.perf_counter()
@@ -182,11 +185,10 @@ def _prepare(sc, videos, policy, store, bar) -> dict:
         raise VideoError(f"no video could be read: {reasons}")
     plan = make_plan(sc, policy, clips=len(clips))
     bar.set_description("models")
-    for ref in plan.instances.values():
-        models.build(sc.models.preset, ref.model, ref.quant, store=store)
-        # import the model's code now: lazy imports (transformers) racing in lane threads
-        # fail, and import time is not load time
-        models.spec(sc.models.preset, ref.model)
+    for name, ref in plan.instances.items():
+        # builds what is missing, and imports the model's code now: lazy imports (transformers)
+        # racing in lane threads fail, and import time is not load time
+        sources.build(plan.pipeline, name, ref, sc.models.preset, store)
     bar.total = len(videos) + len(plan.steps)
     bar.refresh()
     return {"clips": clips, "infos": infos, "skipped": skipped, "read_s": read_s, "plan": plan}
@@ -198,12 +200,11 @@ def _execute(sc, prep, store, out_dir, bar, log):
     from .assemble import assemble
     from .executor import Executor
     from .memory import MemoryMonitor
-    from .pipeline import Pipeline
+    from .pipeline import Dataflow
 
-    w, plan, clips = sc.workload, prep["plan"], prep["clips"]
-    pipe = Pipeline(w.task, clips, w.queries, w.prompt, w.top_k,
-                    assemble_fn=lambda chosen, r: assemble(chosen, out_dir / _assembly_name(r)),
-                    request_texts=w.request_texts, frames=w.frames_per_clip, frame_size=w.frame_size)
+    plan, clips = prep["plan"], prep["clips"]
+    pipe = Dataflow(plan.pipeline, clips, sc.workload,
+                    assemble_fn=lambda chosen, name, r: assemble(chosen, out_dir / _video_name(name, r)))
     trace = Trace.for_plan(plan, "measured", scenario=sc.name, preset=sc.models.preset, clips=len(clips))
     t0 = time.perf_counter()
     on_sample = (lambda t, b: log.write(kind="memory", t_s=round(t, 6), b=b)) if log else None
@@ -234,7 +235,7 @@ def _execute(sc, prep, store, out_dir, bar, log):
         log.write(kind="t0", epoch=time.time(), steps=len(plan.steps), clips=len(clips))
     monitor.start()
     try:
-        Executor(plan, make_loader(sc, store, loads, log), pipe, trace=trace, t0=t0, monitor=monitor,
+        Executor(plan, make_loader(sc, plan.pipeline, store, loads, log), pipe, trace=trace, t0=t0, monitor=monitor,
                  on_step=on_step, on_start=on_start).run()
     finally:
         monitor.stop()
@@ -258,8 +259,9 @@ def match_loads(plan, loads: list[dict]) -> list[dict]:
     return out
 
 
-def _assembly_name(request: int) -> str:
-    return "assembly.mp4" if request == 0 else f"assembly-r{request}.mp4"
+def _video_name(out: str, request: int) -> str:
+    """An assemble stage's video: its output's name (`<out>-r<k>.mp4` for request k >= 1)."""
+    return f"{out}.mp4" if request == 0 else f"{out}-r{request}.mp4"
 
 
 def _finish(sc, prep, trace, monitor, pipe, loads, out_dir) -> RunResult:
@@ -277,7 +279,7 @@ def _finish(sc, prep, trace, monitor, pipe, loads, out_dir) -> RunResult:
         "loads": match_loads(plan, loads),
         "memory_events": monitor.events, "outcome": "completed"})
     summary["peak_bytes"], summary["breakdown_bytes"] = int(peak), {k: int(v) for k, v in breakdown.items()}
-    from ..report.energy import add_energy
+    from ..schema.energy import add_energy
     summary = add_energy(summary, trace, sc.device)
 
     results = pipe.results()
@@ -285,14 +287,6 @@ def _finish(sc, prep, trace, monitor, pipe, loads, out_dir) -> RunResult:
                     "videos": [{"video": i.path, "duration_s": i.duration_s, "width": i.width, "height": i.height,
                                 "fps": i.fps, "rotation": i.rotation, "codec": i.codec, "audio": i.has_audio,
                                 "clips": len(i.clips)} for i in infos]})
-    write_trace(out_dir, trace, summary)
-    try:
-        from ..report.timeline import plot_timeline
-    except ImportError:
-        summary["timeline"] = "not drawn: atomsim.report.timeline is not available"
-    else:
-        plot_timeline([trace], out_dir / "timeline.png", titles=[f"{sc.name} / {plan.policy} (measured)"])
-        summary["timeline"] = "timeline.png"
-    atomic_write_json(out_dir / "summary.json", summary)
+    write_trace(out_dir, trace, summary)   # trace.json, summary.json
     atomic_write_json(out_dir / "results.json", results)
     return RunResult(trace, summary, results, out_dir)

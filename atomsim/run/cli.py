@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a scenario's pipeline for real on videos (real modules, measured trace)",
                        description="Execute the scenario's plan with real modules from the model store on real "
-                       "videos; writes summary.json, trace.json, timeline.png, results.json (and assembly.mp4).")
+                       "videos; writes summary.json, trace.json, timeline.png, results.json (each request's named outputs) "
+                       "and the video of an assemble stage (<out>.mp4).")
     p.add_argument("scenario", help="scenario YAML (e.g. scenarios/examples/retrieval-tiny.yaml)")
     p.add_argument("--videos", nargs="+", required=True, metavar="PATH", help="input videos (any container/codec)")
     p.add_argument("--policy", default=None, help="reload | reuse-serial | reuse-parallel (default: the scenario's)")
-    p.add_argument("--prompt", default=None, help="assembly prompt, or the question for qa")
-    p.add_argument("--query", action="append", default=None, metavar="TEXT", help="retrieval query (repeatable)")
+    p.add_argument("--prompt", default=None, help="the request's prompt (the workload value `prompt`)")
+    p.add_argument("--query", action="append", default=None, metavar="TEXT", help="a query (the workload value `queries`; repeatable)")
     p.add_argument("--store", default=None, help="model store (default: $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -33,29 +35,34 @@ def _short(text, n=48):
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def format_outputs(results) -> list[str]:
+    """Each named output of the (last) request, as a user reads it."""
+    lines = [f"pipeline {results['pipeline']}: prompt {results['prompt']!r}"]
+    for name, v in results.get("outputs", {}).items():
+        if isinstance(v, list) and v and isinstance(v[0], dict) and "ranked" in v[0]:
+            for q in v:
+                lines.append(f"{name}: {q['query']}")
+                lines.append(f"  {'rank':>4}  {'score':>7}  {'video':<24} {'start':>7} {'end':>7}  text")
+                for k, c in enumerate(q["ranked"], 1):
+                    where = (f"{_short(c['video'].split('/')[-1], 24):<24} {c['start']:>7.2f} {c['end']:>7.2f}"
+                             if "video" in c else f"{'item ' + str(c.get('item')):<40}")
+                    lines.append(f"  {k:>4}  {c['score']:>7.4f}  {where}  {_short(c['text'])}")
+        elif isinstance(v, list):
+            lines.append(f"{name}: " + "; ".join(_short(c.get("text"), 40) for c in v[:5])
+                         + (f" (and {len(v) - 5} more)" if len(v) > 5 else ""))
+        elif isinstance(v, dict) and "chosen" in v:
+            lines.append(f"{name}: {v['path']} ({v['order_source']} order, clips "
+                         f"{', '.join(str(c['clip']) for c in v['chosen'])})")
+        elif isinstance(v, dict) and "text" in v:
+            lines.append(f"{name}: {_short(v['text'], 200)}")
+        elif isinstance(v, dict) and "vectors" in v:
+            lines.append(f"{name}: {v['texts']} vectors")
+    return lines
+
+
 def format_table(result) -> str:
     r, s = result.results, result.summary
-    lines = []
-    if r["task"] == "retrieval":
-        for q in r.get("queries", []):
-            lines.append(f"query: {q['query']}")
-            lines.append(f"  {'rank':>4}  {'score':>7}  {'video':<24} {'start':>7} {'end':>7}  caption")
-            for k, c in enumerate(q["ranked"], 1):
-                lines.append(f"  {k:>4}  {c['score']:>7.4f}  {_short(c['video'].split('/')[-1], 24):<24} "
-                             f"{c['start']:>7.2f} {c['end']:>7.2f}  {_short(c['caption'])}")
-    elif r["task"] == "assembly":
-        lines.append(f"prompt: {r['prompt']}")
-        lines.append(f"script: {_short(r['script'], 100)}")
-        lines.append(f"chosen clips ({r['order_source']} order):")
-        for c in r["chosen"]:
-            lines.append(f"  {_short(c['video'].split('/')[-1], 24):<24} {c['start']:>7.2f} {c['end']:>7.2f}  "
-                         f"{_short(c['caption'])}")
-        lines.append(f"output: {r['output']}")
-    elif r["task"] == "summarization":
-        lines.append(f"summary: {_short(r['summary'], 200)}")
-    else:
-        lines.append(f"question: {r['question']}")
-        lines.append(f"answer: {_short(r['answer'], 200)}")
+    lines = format_outputs(r)
     for sk in r.get("skipped", []):
         lines.append(f"skipped: {sk['reason']}")
     lines.append("")
@@ -86,14 +93,32 @@ def main_limited(args) -> int:
     return EXIT_OOM if s["outcome"] == "oom-killed" else EXIT_OK
 
 
+def draw_timeline(result) -> None:
+    """Draw `timeline.png` of a finished run into its out_dir and record it in summary.json's
+    `timeline` field (the CLI's part: `run_scenario` imports nothing of atomsim.report)."""
+    from ..io import atomic_write_json
+    try:
+        from ..report.timeline import plot_timeline
+    except ImportError:
+        result.summary["timeline"] = "not drawn: atomsim.report.timeline is not available"
+    else:
+        s = result.summary
+        plot_timeline([result.trace], result.out_dir / "timeline.png",
+                      titles=[f"{s['scenario']} / {s['policy']} (measured)"])
+        s["timeline"] = "timeline.png"
+    atomic_write_json(result.out_dir / "summary.json", result.summary)
+
+
 def main(args) -> int:
     if args.ram_limit is not None:
         return main_limited(args)
     from . import run_scenario
     result = run_scenario(args.scenario, args.videos, policy=args.policy, out_dir=args.out, store=args.store,
                           queries=args.query, prompt=args.prompt, progress=not args.no_progress, events=args.events)
+    draw_timeline(result)
     print(format_table(result))
     print(f"wrote {args.out}/: summary.json trace.json results.json"
           + (" timeline.png" if result.summary.get("timeline") == "timeline.png" else "")
-          + (" assembly.mp4" if result.results.get("output") else ""), file=sys.stderr)
+          + "".join(f" {Path(v['path']).name}" for v in result.results.get("outputs", {}).values()
+                    if isinstance(v, dict) and v.get("path")), file=sys.stderr)
     return 0

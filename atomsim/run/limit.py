@@ -201,7 +201,8 @@ def run_limited(scenario_path, videos, out_dir, limit_bytes: int, policy=None, s
     summary (written to out_dir/summary.json in every outcome but an error)."""
     from .. import models
     from ..io import check_writable_dir
-    from ..profile.cache import evict
+    from ..pagecache import evict
+    from ..process import measurement_env
     from ..schema.scenario import load_scenario
     out_dir = check_writable_dir(out_dir)
     sc = load_scenario(scenario_path)
@@ -217,7 +218,7 @@ def run_limited(scenario_path, videos, out_dir, limit_bytes: int, policy=None, s
     t_start = time.time()
     old_term = _term_as_interrupt()
     try:
-        child = subprocess.Popen(cmd, preexec_fn=cg.join)
+        child = subprocess.Popen(cmd, preexec_fn=cg.join, env=measurement_env())   # pinned from its start
         try:
             rc = child.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

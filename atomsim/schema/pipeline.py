@@ -140,6 +140,7 @@ def check(p: Pipeline, source: str) -> Pipeline:
                           f"(this atomsim reads version {PIPELINE_VERSION})")
     for name, m in p.modules.items():
         _check_module(m, f"{source}: module {name!r}")
+        _check_files(p, name, f"{source}: module {name!r}")
     for vname, v in p.variants.items():
         for name, m in v.modules.items():
             _check_module(m, f"{source}: variant {vname!r}: module {name!r}")
@@ -150,8 +151,18 @@ def check(p: Pipeline, source: str) -> Pipeline:
                 raise ConfigError(f"{source}: variant {vname!r}: stage {st!r}: no module {mod!r}")
     produced: dict[str, str] = {}
     later = {s.out: s.name for s in p.stages}
-    for s in p.stages:
-        _check_stage(p, s, f"{source}: stage {s.name!r}", produced, later)
+    names: set[str] = set()
+    for i, s in enumerate(p.stages):
+        where = f"{source}: stage {s.name!r}"
+        if s.name in names or s.name == "decode":
+            raise ConfigError(f"{where}: field 'name': {'reserved' if s.name == 'decode' else 'given twice'}")
+        names.add(s.name)
+        if s.per_clip and i and not p.stages[i - 1].per_clip:
+            raise ConfigError(f"{where}: field 'foreach': the foreach-clip stages come first, before every "
+                              f"foreach-request stage (stage {p.stages[i - 1].name!r} is foreach request)")
+        if s.lane in ("video",):
+            raise ConfigError(f"{where}: field 'lane': 'video' is the decoder's lane")
+        _check_stage(p, s, where, produced, later)
         produced[s.out] = s.name
     for vname in p.variants:
         pv = p.with_variant(vname)
@@ -175,6 +186,16 @@ def _check_module(m: ModuleSource, where: str) -> None:
         raise ConfigError(f"{where}: field 'kind': missing (one of {', '.join(kinds)})")
     if m.kind not in kinds:
         raise ConfigError(f"{where}: field 'kind': " + valid_names(f"kind of {m.source} module", m.kind, kinds))
+
+
+def _check_files(p: Pipeline, name: str, where: str) -> None:
+    """A checkpoint directory with its config.json, or a program file, where the module says."""
+    m, path = p.modules[name], p.module_path(name)
+    if m.hf and not (path / "config.json").is_file():
+        what = "no such directory" if not path.is_dir() else "no config.json in it (a save_pretrained directory?)"
+        raise ConfigError(f"{where}: field 'hf': {path}: {what}")
+    if m.pte and not path.is_file():
+        raise ConfigError(f"{where}: field 'pte': {path}: no such file")
 
 
 def _check_op(p: Pipeline, s: Stage, where: str) -> None:
@@ -206,6 +227,8 @@ def _check_stage(p: Pipeline, s: Stage, where: str, produced: dict, later: dict)
     if not s.inputs:
         raise ConfigError(f"{where}: field 'in': empty (name at least one value)")
     for v in s.inputs:
+        if v == "frames" and not s.per_clip:
+            raise ConfigError(f"{where}: field 'in': 'frames' are read by foreach-clip stages only")
         if v in SOURCES or v in produced:
             if s.per_clip and not p.per_clip_value(v):
                 raise ConfigError(f"{where}: field 'in': {v!r} is one per request; a foreach-clip stage reads "

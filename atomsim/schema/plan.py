@@ -61,6 +61,15 @@ class Plan:
     def _index(self) -> dict[str, Step]:   # built once (the plan is frozen)
         return {s.id: s for s in self.steps}
 
+    def reads_frames(self, step: Step) -> bool:
+        """Does a run step read its clip's decoded frames? (Its pipeline stage's `in` says; a plan
+        made without a pipeline: the encode op.)"""
+        if step.kind != "run" or step.clip is None or step.op == "decode":
+            return False
+        if self.pipeline is None or step.node is None:
+            return step.op == "encode"
+        return "frames" in self.pipeline.stage(step.node).inputs
+
     def to_dict(self) -> dict:
         return {
             "version": self.version, "task": self.task, "policy": self.policy, "clips": self.clips,

@@ -293,6 +293,8 @@ def scenario_from_mapping(data: dict, source: str, base_dir: Path | None = None)
             value = getattr(scenario, field)
             if value and (field == "profile" or _is_path(value)) and not Path(value).is_absolute():
                 scenario = scenario.model_copy(update={field: str((base_dir / value).resolve())})
+    from .pipeline import scenario_pipeline
+    scenario_pipeline(scenario)   # read and check it now: its errors name its file, stage and field
     return scenario
 
 

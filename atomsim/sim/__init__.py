@@ -3,7 +3,8 @@
     from atomsim.sim import simulate, write_result
     res = simulate(scenario, profile, policy="reuse-parallel")
     res.summary["e2e_s"], res.summary["lower_bound_s"], res.trace, res.plan, res.events
-    write_result(res, "out/reuse-parallel")      # trace.json, summary.json, timeline.png
+    write_result(res, "out/reuse-parallel")      # trace.json, summary.json (timeline.png: the CLI's
+                                                 # sim.cli.draw_timeline, atomsim.report's matplotlib)
 
 Modules: `cpu.py` (processor sharing of cores and storage bandwidth), `memory.py` (RAM by
 category, page cache), `engine.py` (executes a plan; the modelling rules), `bound.py` (lower
@@ -58,17 +59,14 @@ def simulate(scenario: Scenario, profile: Profile | None = None, policy: str | N
     }
     summary = summary_dict(eng.trace, scenario=scenario.name, lower_bound_s=bound,
                            oom=eng.oom_event is not None, oom_event=eng.oom_event, extra=extra)
-    from ..report.energy import add_energy   # pure arithmetic (appendix F.7 power model), no torch
+    from ..schema.energy import add_energy   # pure arithmetic (appendix F.7 power model), no torch
     summary = add_energy(summary, eng.trace, scenario.device)
     return SimResult(plan=plan, trace=eng.trace, summary=summary, events=eng.env.processed, loads=loads)
 
 
-def write_result(res: SimResult, out_dir, png: bool = True) -> Path:
-    """Write `trace.json`, `summary.json` and (unless png=False) `timeline.png` into `out_dir`."""
+def write_result(res: SimResult, out_dir) -> Path:
+    """Write `trace.json` and `summary.json` into `out_dir` (no picture: the simulator imports
+    nothing of atomsim.report; `atomsim simulate` draws timeline.png with sim.cli.draw_timeline)."""
     out_dir = Path(out_dir)
     write_trace(out_dir, res.trace, res.summary)
-    if png:
-        from ..report.timeline import plot_timeline   # matplotlib, lazily
-        plot_timeline([res.trace], out_dir / "timeline.png",
-                      titles=[f"{res.summary['scenario']} / {res.plan.policy}"])
     return out_dir

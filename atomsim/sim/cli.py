@@ -64,8 +64,17 @@ def run_policies(scenario, profile, policies, clips, out: Path | None, png: bool
     if out is not None:
         for p in policies:
             with atomic_dir(out / p) as tmp:
-                write_result(results[p], tmp, png=png)
+                write_result(results[p], tmp)
+                if png:
+                    draw_timeline(results[p], tmp)
     return results
+
+
+def draw_timeline(res, out_dir: Path) -> Path:
+    """Draw `out_dir/timeline.png` of a SimResult (the CLI's part: `write_result` draws nothing)."""
+    from ..report.timeline import plot_timeline   # matplotlib, lazily
+    return plot_timeline([res.trace], Path(out_dir) / "timeline.png",
+                         titles=[f"{res.summary['scenario']} / {res.plan.policy}"])
 
 
 def _check_profile(scenario, profile, prof_path, policies, clips, scenario_path) -> None:

@@ -10,9 +10,10 @@ done and the lane is free.
   activations while it runs; when it returns, its `heap_retained_bytes` (freed memory the
   allocator keeps, measured) stay counted as activations until the next load or free trims the
   heap, and serve the op's next call first (the next call adds only what exceeds them).
-- clip frames (streamed): `decode:i` makes clip i's frames (the encode op's `input_bytes`)
-  inputs when it starts, taking first what the allocator kept of released frames; when
-  `encode:i` returns, clip i's frames are released, and the allocator keeps them (counted as
+- clip frames (streamed): `decode:i` makes clip i's frames (the `input_bytes` of the first op
+  that reads them, the encode op in the paper's pipelines) inputs when it starts, taking first
+  what the allocator kept of released frames; when the last step reading them returns
+  (`encode:i`), clip i's frames are released, and the allocator keeps them (counted as
   activations) until the next decode reuses them or a load or free trims the heap.
 - module-less run step (`decode`, `rank`, `assemble`): `profile.pipeline_ops_s[op]` seconds (0 if
   absent), scaled by items the same way when `pipeline_ops_items[op]` is given; 1 thread.
@@ -151,9 +152,17 @@ class Engine:
         self.held = 0                       # freed heap the allocator keeps (until a trim), counted in activations
         self.oom_event: dict | None = None
         self.runtime_kept = 0               # baseline growth from freed modules' first-use state
-        # (request, clip) -> bytes of the clip's decoded frames (from its decode until its encode returns)
-        self.frames = {(s.request, s.clip): profile.modules[plan.instances[s.instance].key].ops[s.op].input_bytes
-                       for s in plan.steps if s.kind == "run" and s.op == "encode" and s.instance is not None}
+        # (request, clip) -> bytes of the clip's decoded frames (the first reader's profiled input),
+        # from its decode until its last reader returns (`self.releases`)
+        self.frames: dict[tuple, int] = {}
+        last_reader: dict[tuple, str] = {}
+        self.reads_frames = {s.id for s in plan.steps if plan.reads_frames(s)}
+        for s in plan.steps:
+            if s.id in self.reads_frames and s.instance is not None:
+                key = (s.request, s.clip)
+                self.frames.setdefault(key, profile.modules[plan.instances[s.instance].key].ops[s.op].input_bytes)
+                last_reader[key] = s.id
+        self.releases = {sid: key for key, sid in last_reader.items()}
         self.done = {s.id: self.env.event() for s in plan.steps}
         self.curves = step_curves(profile, plan)
         if warm_start:
@@ -235,7 +244,7 @@ class Engine:
         inputs = peak = kept = 0
         if s.instance is not None:
             op = self.profile.modules[self.plan.instances[s.instance].key].ops[s.op]
-            inputs = 0 if s.op == "encode" else op.input_bytes   # frames: counted from their decode
+            inputs = 0 if s.id in self.reads_frames else op.input_bytes   # frames: counted from their decode
             peak = op.activation_peak_bytes
             kept = min(op.heap_retained_bytes or 0, peak)
         else:   # module-less (assemble): its measured buffers, returned when it ends
@@ -246,7 +255,7 @@ class Engine:
             self.mem.change(s.id, inputs=inputs, activations=peak - take)
         yield self.cpu.run(s.id, s.threads, curve, key)
         keep = max(0, kept - take)
-        frames = self.frames.get((s.request, s.clip), 0) if s.op == "encode" else 0   # released, kept until a trim
+        frames = self.frames.get(self.releases[s.id], 0) if s.id in self.releases else 0   # released, kept until a trim
         self.held += take + keep + frames
         if inputs or peak - take - keep or frames:
             self.mem.change(s.id, inputs=-inputs - frames, activations=keep - (peak - take) + frames)

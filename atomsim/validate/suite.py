@@ -33,7 +33,7 @@ def evict_weights(scenario: Scenario, store) -> bool:
     """Drop the scenario's weight files from the page cache; True if the OS accepted it."""
     try:
         from .. import models
-        from ..profile.cache import evict
+        from ..pagecache import evict
     except ImportError:
         return False
     files = []
@@ -66,7 +66,7 @@ def machine_info() -> dict:
 
 def huge_pages_warnings(profile: Profile, summaries: list[dict]) -> list[str]:
     """A warning when the profile was measured with huge pages for torch's buffers on and the real
-    runs off, or the other way round: it changes op latencies (atomsim/__init__.py)."""
+    runs off, or the other way round: it changes op latencies (atomsim/process.py)."""
     runs = {(s.get("huge_pages") or {}).get("in_use") for s in summaries}
     prof = (profile.device.get("huge_pages") or {}).get("in_use")
     if runs == {prof}:
@@ -100,12 +100,13 @@ def real_runs(scenario: Scenario, videos: list[str], out_dir: Path, store=None, 
 def compare_one(scenario: Scenario, profile: Profile, runs: list[tuple], out_dir: Path, evicted: bool):
     """Simulate the plan of the real runs (same clip count) and compare with their median run."""
     from ..sim import simulate, write_result
+    from ..sim.cli import draw_timeline
     mtrace, msummary = median_run(runs)
-    clips = msummary.get("clips") or sum(1 for s in mtrace.spans if s.stage == "encode" and s.step.count("/") == 0)
+    clips = msummary.get("clips") or len({s.clip for s in mtrace.spans if s.op == "decode"})
     if msummary.get("ram_limit_bytes"):   # the simulated device has the RAM the real run was limited to
         scenario = scenario.with_changes(**{"device.ram_bytes": msummary["ram_limit_bytes"]})
     sim = simulate(scenario, profile, clips=clips)
-    write_result(sim, out_dir / "simulated")
+    draw_timeline(sim, write_result(sim, out_dir / "simulated"))
     row = compare_runs(scenario.name, msummary, sim.summary)
     row["clips"] = clips
     row["quant"] = scenario.models.quant
@@ -136,6 +137,7 @@ def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None, 
     import sys
 
     from ..errors import EXIT_OOM, AtomsimError
+    from ..process import measurement_env
     from ..schema.scenario import dump_scenario
     from ..schema.trace import read_trace
 
@@ -147,7 +149,7 @@ def run_fresh(scenario: Scenario, videos: list[str], out_dir: Path, store=None, 
         cmd += ["--store", str(store)]
     if ram_limit:
         cmd += ["--ram-limit", str(ram_limit)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=measurement_env())   # pinned from its start
     if proc.returncode not in ((0, EXIT_OOM) if ram_limit else (0,)):
         raise AtomsimError(f"real run of scenario {scenario.name!r} failed (exit {proc.returncode}): "
                            f"{proc.stderr.strip()[-2000:]}")

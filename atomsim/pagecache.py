@@ -1,6 +1,7 @@
-"""Page-cache control: evict files with posix_fadvise(POSIX_FADV_DONTNEED) and check residency
-with mincore(2) through ctypes. Portable Linux/Android (x86_64, aarch64); every call is guarded
-and reports None where the OS does not allow it."""
+"""Page-cache probes the profiler, the runner and the validator share (stdlib only, beside
+procfs.py): evict files with posix_fadvise(POSIX_FADV_DONTNEED) and check residency with
+mincore(2) through ctypes. Portable Linux/Android (x86_64, aarch64); every call is guarded and
+reports None where the OS does not allow it."""
 from __future__ import annotations
 
 import ctypes

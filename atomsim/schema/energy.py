@@ -17,8 +17,10 @@ When the pipeline is busy throughout (no gaps, as in the paper's serial baseline
 the paper's ``(P_cpu + P_dram) × T``. From a summary alone (no trace), ``cpu_busy_s`` is the
 summary's own ``cpu_busy_s`` if present, else ``e2e_s`` (a summary does not know the gaps).
 Device power figures come from the catalog (``cpu_w``, ``dram_w``; atomsim/data/devices.yaml).
+Model arithmetic beside the summary (stdlib only), so the simulator and the runner add it without
+importing the report layer.
 
-    from atomsim.report.energy import add_energy
+    from atomsim.schema.energy import add_energy
     summary = add_energy(summary, trace, scenario.device)   # adds energy_j, cpu_busy_s, ...
 """
 from __future__ import annotations

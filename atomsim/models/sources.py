@@ -1,0 +1,45 @@
+"""Modules from anywhere: a pipeline's module (schema/pipeline.py ModuleSource) built into the
+store, its weight files, and loaded. `builtin`: the zoo (preset from the scenario); `hf`: a
+Hugging Face checkpoint directory (hf.py, by its kind); `pte`: an ExecuTorch program."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+
+def _source(pipeline, name):
+    src = pipeline.modules[name]
+    if src.pte:
+        raise ConfigError(f"pipeline {pipeline.name!r}: module {name!r}: field 'pte': ExecuTorch programs of "
+                          "one's own are not runnable yet (the zoo's are: models build --quant executorch-xnnpack)")
+    return src
+
+
+def build(pipeline, name, ref, preset, store) -> None:
+    """Build the module's store entry if it is missing (or its checkpoint changed)."""
+    from . import build as build_zoo, spec
+    src = _source(pipeline, name)
+    if src.builtin:
+        build_zoo(preset, ref.model, ref.quant, store=store)
+        spec(preset, ref.model)   # import the model's code now: lazy imports racing in lane threads fail
+        return
+    from . import hf
+    hf.check_kind(pipeline.module_path(name), src.kind)
+    hf.build(pipeline.module_path(name), src.kind, ref.quant, store)
+
+
+def weight_files(pipeline, name, ref, preset, store) -> list:
+    from . import weight_files as zoo_files
+    src = _source(pipeline, name)
+    if src.builtin:
+        return zoo_files(preset, ref.model, ref.quant, store=store)
+    from . import hf
+    return hf.weight_files(pipeline.module_path(name), src.kind, ref.quant, store)
+
+
+def load(pipeline, name, ref, preset, store):
+    from . import load as load_zoo
+    src = _source(pipeline, name)
+    if src.builtin:
+        return load_zoo(preset, ref.model, ref.quant, store=store)
+    from . import hf
+    return hf.load(pipeline.module_path(name), src.kind, ref.quant, store)
