@@ -18,7 +18,8 @@ from .errors import EXIT_INTERRUPTED, AtomsimError
 
 # (module with register(subparsers)) in the order they appear in --help
 COMMAND_MODULES = (
-    "atomsim.sim.cli",        # simulate, demo
+    "atomsim.sim.cli",        # simulate
+    "atomsim.demo",           # demo
     "atomsim.models.cli",     # models list|build
     "atomsim.profile.cli",    # profile, profile show|compare|project
     "atomsim.profile.calibrate",  # calibrate (reference kernels for profile project --calibrate)

@@ -13,7 +13,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("profile", help="measure load, op and memory costs of a preset's modules on this device",
                               description="Measure every module of a preset under each backend into a profile "
                               "(JSON). Subcommands: show FILE, compare A B, export FILE --pyperf OUT, import FILE ..." + (", project ..." if _project() else "") + ".")
-    p.add_argument("--preset", help="tiny | small | paper")
+    p.add_argument("--preset", help="tiny | small | paper (the zoo's modules; with --pipeline default small)")
+    p.add_argument("--pipeline", metavar="FILE", help="measure the modules a pipeline names (a bundled name or a "
+                   "file): its own checkpoints and zoo modules, each op at its stages' shapes")
     p.add_argument("--model", action="append", dest="models", metavar="M", help="module to profile (repeat; default all)")
     p.add_argument("--quant", action="append", dest="quants", metavar="Q",
                    help="backend (repeat, or 'all'; default fp32)")
@@ -91,8 +93,14 @@ def run_profile(args) -> int:
     from ..models.specs import BACKENDS
     from .measure import OP_BUDGET_S, measure
     from .summary import partial_path
+    pipeline = None
+    if args.pipeline:
+        from ..schema.pipeline import load_pipeline
+        pipeline = load_pipeline(args.pipeline)
+        args.preset = args.preset or "small"
     if not args.preset:
-        raise ConfigError("atomsim profile needs --preset (tiny, small or paper), or a subcommand: show FILE, compare A B")
+        raise ConfigError("atomsim profile needs --preset (tiny, small or paper) or --pipeline FILE, or a subcommand: "
+                          "show FILE, compare A B")
     if not args.out:
         raise ConfigError("atomsim profile needs --out FILE (the profile JSON to write)")
     check_writable_file(args.out)   # before any measuring: a directory or an unwritable place fails now
@@ -128,7 +136,7 @@ def run_profile(args) -> int:
                        fresh=args.fresh, corun=not args.no_corun, corun_threads=tuple(args.corun_threads),
                        resume=not args.no_resume,
                        op_budget_s=OP_BUDGET_S if args.op_budget is None else args.op_budget,
-                       storage_bytes=None if args.storage_mb is None else args.storage_mb << 20)
+                       storage_bytes=None if args.storage_mb is None else args.storage_mb << 20, pipeline=pipeline)
     finally:
         if bar is not None:
             bar.close()

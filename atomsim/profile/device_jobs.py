@@ -24,7 +24,7 @@ def job_corun(job) -> dict:
     specs = []
     for side in ("a", "b"):
         s = job[side]
-        sub = dict(job, model=s["model"], quant=s["quant"])
+        sub = dict(job, model=s["model"], quant=s["quant"], source=s.get("source"))
         mod = load_target(sub)
         specs.append((mod, getattr(mod, s["op"]), mod.example_inputs(s["op"], **s.get("shape", {})), int(s["threads"])))
     # alone at the thread count each side gets when both share the cores (see CoRun)

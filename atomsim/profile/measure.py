@@ -28,6 +28,7 @@ from .summary import (
     ops_todo,
     partial_path,
 )
+from .targets import pipeline_targets
 from .workers import Workers
 
 DEFAULT_SHAPE = {"frames": 6, "frame_size": 224, "beam": 4, "tokens": 23, "script_tokens": 64,
@@ -71,7 +72,7 @@ def storage_read(directory, size: int, samples: int) -> dict:
 def measure(preset: str, models=None, quants=None, threads=None, samples=None, quick=False, store=None,
             shape=None, out=None, progress=None, fresh=False, corun=True, corun_threads=(1, 1),
             resume=True, storage_bytes=None, workers: Workers | None = None, op_budget_s=OP_BUDGET_S,
-            rounds_now: int | None = None, corun_pairs=None) -> Profile | None:
+            rounds_now: int | None = None, corun_pairs=None, pipeline=None) -> Profile | None:
     """Profile `models` (default: all) of `preset` under `quants` (default: fp32) on this machine.
 
     progress(done, total, description) is called as jobs finish. Writes `out` (atomically) when
@@ -82,10 +83,11 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
     `corun_pairs`: [(backend, decoder, encoder threads, decoder threads)] to co-run ([]: none; default: see
     `corun_pairs_of`). `rounds_now`: take only the rounds up to this one (of `samples`), keep them in the side file
     and return None; a later call with the same arguments goes on from there (the validator
-    interleaves profile rounds with its real runs this way).
+    interleaves profile rounds with its real runs this way). `pipeline`: a Pipeline whose modules
+    (and its variants') are measured instead, each op at its stages' shapes (targets.py).
     """
     config = checked_config(preset, models, quants, threads, samples, quick, store, shape, corun, corun_threads,
-                            op_budget_s, corun_pairs)
+                            op_budget_s, corun_pairs, pipeline)
     if out is not None:
         check_writable_file(out)
     elif rounds_now is not None:
@@ -110,19 +112,24 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
 
 
 def checked_config(preset, models, quants, threads, samples, quick, store, shape, corun, corun_threads,
-                   op_budget_s, corun_pairs) -> dict:
+                   op_budget_s, corun_pairs, pipeline=None) -> dict:
     """The profile's settings, validated and with their defaults (also the key a side file resumes by)."""
     from .. import models as M
-    from ..models import specs
+    from ..models import hf, specs
     specs.check(preset=preset)
-    models = list(models or M.MODELS)
+    shape = dict(DEFAULT_SHAPE, **{k: v for k, v in (shape or {}).items() if v is not None})
+    targets = pipeline_targets(pipeline, shape, corun_threads) if pipeline is not None else None
+    known = targets["models"] if targets else list(M.MODELS)
+    models = list(models or known)
     quants = list(quants or ["fp32"])
     for m in models:
-        if m not in M.MODELS:
-            raise ConfigError(valid_names("module", m, M.MODELS))
+        if m not in known:
+            raise ConfigError(valid_names("module" + (f" of pipeline {pipeline.name!r}" if pipeline else ""), m, known))
     for q in quants:
         if q not in M.BACKENDS + M.EXECUTORCH_BACKENDS:
             raise ConfigError(valid_names("backend", q, M.BACKENDS + M.EXECUTORCH_BACKENDS))
+        if targets and targets["sources"] and q not in hf.QUANTS:
+            raise ConfigError(f"backend {q!r}: a Hugging Face module is built as {' or '.join(hf.QUANTS)}")
     threads = sorted({int(t) for t in (threads or [1, os.cpu_count() or 1])})
     if any(t < 1 for t in threads):
         raise ConfigError(f"thread counts must be >= 1, got {threads}")
@@ -131,9 +138,12 @@ def checked_config(preset, models, quants, threads, samples, quick, store, shape
         raise ConfigError(f"--samples must be >= 1, got {samples}")
     if op_budget_s is not None and op_budget_s < 0:
         raise ConfigError(f"--op-budget must be >= 0 seconds, got {op_budget_s}")
-    shape = dict(DEFAULT_SHAPE, **{k: v for k, v in (shape or {}).items() if v is not None})
     store = str(Path(store or M.default_store()).expanduser())
-    return {"preset": preset, "models": models, "quants": quants, "threads": threads, "samples": samples,
+    extra = {} if targets is None else {
+        "pipeline": pipeline.name, "sources": {m: v for m, v in targets["sources"].items() if m in models},
+        "op_shapes": {m: v for m, v in targets["op_shapes"].items() if m in models},
+        "pipeline_pairs": [p for p in targets["pairs"] if p["a"][0] in models and p["b"][0] in models]}
+    return {**extra, "preset": preset, "models": models, "quants": quants, "threads": threads, "samples": samples,
             "quick": quick, "shape": shape, "store": store, "corun": bool(corun),
             "corun_threads": list(corun_threads), "op_budget_s": op_budget_s or 0,
             "corun_pairs": [list(p) for p in corun_pairs] if corun_pairs is not None else None,
@@ -166,7 +176,7 @@ class Session:
         for k, v in (("loads", {}), ("rounds", {}), ("corun_rounds", {}), ("elapsed_s", 0.0)):
             st.setdefault(k, v)
         self.keys = [(m, q) for q in c["quants"] for m in c["models"]]
-        self.pairs = corun_pairs_of(c["models"], c["quants"], c["corun"], c["corun_threads"], c["corun_pairs"])
+        self.pairs = session_pairs(c)
         # each round: per module one cold and one warm load (round 0 also the memray load) and one
         # round of ops; then one co-run round per pair
         self.total = 2 + c["samples"] * (len(self.keys) * 2 + len(self.pairs))
@@ -185,16 +195,30 @@ class Session:
 
     def build(self):
         from .. import models as M
+        from ..models import hf
         self.say(self.done, self.total, "building modules")
+        sources = self.config.get("sources", {})
         for m, q in self.keys:
-            if f"{m}/{q}" not in self.state["modules"]:
+            if f"{m}/{q}" in self.state["modules"]:
+                continue
+            if m in sources:
+                hf.build(sources[m]["hf"], sources[m]["kind"], q, store=self.config["store"])
+            else:
                 M.build(self.config["preset"], m, q, store=self.config["store"])
+
+    def job(self, m: str, q: str) -> dict:
+        """A worker job's target: a zoo module, or a pipeline's module with its source."""
+        c = self.config
+        return {"preset": c["preset"], "model": m, "quant": q, "store": c["store"],
+                **({"source": c["sources"][m]} if m in c.get("sources", {}) else {})}
 
     def whole(self, storage_bytes):
         """The runtime baseline and the storage read bandwidth."""
         c = self.config
         self.say(self.done, self.total, "runtime baseline")
-        base = self.w.run({"mode": "baseline", "samples": c["samples"], "preset": c["preset"], "models": c["models"]},
+        from .. import models as M
+        zoo = [m for m in c["models"] if m in M.MODELS]
+        base = self.w.run({"mode": "baseline", "samples": c["samples"], "preset": c["preset"], "models": zoo},
                           fresh=True)
         self.done += 1
         self.say(self.done, self.total, "storage read bandwidth")
@@ -208,7 +232,7 @@ class Session:
         if key in st["modules"]:
             return
         ld = st["loads"].setdefault(key, {"cold": [], "warm": [], "memray": None})
-        job = {"preset": c["preset"], "model": m, "quant": q, "store": c["store"]}
+        job = self.job(m, q)
         if len(ld["cold"]) <= r:
             self.say(self.done, self.total, f"{key} loads, round {r + 1}/{c['samples']}")
             cold = self.w.run(dict(job, mode="load", cold=True))
@@ -221,7 +245,7 @@ class Session:
         rounds = st["rounds"].setdefault(key, [])
         if len(rounds) > r:
             return
-        ops = op_shapes(m, c["shape"])
+        ops = c["op_shapes"][m] if "op_shapes" in c else op_shapes(m, c["shape"])
         todo, cold_ok = ops_todo(rounds, ops, c["threads"], c["samples"], c)
         if not any(todo.values()):   # the time budget is spent: no more rounds of ops
             self.done += c["samples"] - r
@@ -235,21 +259,21 @@ class Session:
                                       reference_video=self.reference_video)))
         self.step()
 
-    def corun_round(self, r: int, q: str, dec: str, ta: int, tb: int):
-        """Round `r` of one co-run pair: alone and together samples of the encoder and `dec`."""
-        c, key = self.config, corun_key(q, dec, ta, tb)
+    def corun_round(self, r: int, pair: dict):
+        """Round `r` of one co-run pair: alone and together samples of its two ops."""
+        c, key = self.config, pair["key"]
+        (ma, opa), (mb, opb), q, ta, tb = pair["a"], pair["b"], pair["q"], pair["ta"], pair["tb"]
         cr = self.state["corun_rounds"].setdefault(key, {"alone": [[], []], "together": [[], []]})
         if key in self.state["corun"] or len(cr["alone"][0]) > r:
             return
-        self.say(self.done, self.total,
-                 f"co-run video-encoder + {dec} ({q}, threads {ta},{tb}), round {r + 1}/{c['samples']}")
+        self.say(self.done, self.total, f"co-run {ma}:{opa} + {mb}:{opb} ({q}, threads {ta},{tb}), "
+                 f"round {r + 1}/{c['samples']}")
         sa, sb = shared_threads(ta, tb, self.cores)
-        ops_a, ops_b = op_shapes("video-encoder", c["shape"]), op_shapes(dec, c["shape"])
-        res = self.w.run({"mode": "corun", "preset": c["preset"], "store": c["store"], "samples": 1,
-                          "a": {"model": "video-encoder", "quant": q, "op": "encode", "shape": ops_a["encode"],
-                                "threads": ta, "alone_threads": sa},
-                          "b": {"model": dec, "quant": q, "op": "caption", "shape": ops_b["caption"],
-                                "threads": tb, "alone_threads": sb}})
+        shapes = {m: c["op_shapes"][m] if "op_shapes" in c else op_shapes(m, c["shape"]) for m in (ma, mb)}
+        side = {k: v for k, v in self.job(ma, q).items() if k not in ("model", "quant", "source")}
+        res = self.w.run({**side, "mode": "corun", "samples": 1,
+                          "a": {**self.job(ma, q), "op": opa, "shape": shapes[ma][opa], "threads": ta, "alone_threads": sa},
+                          "b": {**self.job(mb, q), "op": opb, "shape": shapes[mb][opb], "threads": tb, "alone_threads": sb}})
         for part in ("alone", "together"):
             for i in (0, 1):
                 cr[part][i] += res[part][i]
@@ -272,7 +296,7 @@ class Session:
             for m, q in self.keys:
                 self.module_round(r, m, q)
             for pair in self.pairs:
-                self.corun_round(r, *pair)
+                self.corun_round(r, pair)
         self.state["elapsed_s"] += time.time() - t_start
         if last < samples:
             self.save()
@@ -289,14 +313,15 @@ class Session:
             if key in st["modules"]:
                 continue
             ld = st["loads"][key]
-            params = ld["cold"][0].get("params") or M.spec(self.config["preset"], m).params
+            params = ld["cold"][0].get("params") or (M.spec(self.config["preset"], m).params if m in M.MODELS else 0)
             st["modules"][key] = module_profile(self.config["preset"], m, q, ld["cold"], ld["warm"], ld["memray"],
                                                 merge_rounds(st["rounds"][key]), params).model_dump(mode="json")
             self.save()
-        for q, dec, ta, tb in self.pairs:
-            key = corun_key(q, dec, ta, tb)
+        for pair in self.pairs:
+            key, q, ta, tb = pair["key"], pair["q"], pair["ta"], pair["tb"]
             if key not in st["corun"]:
-                st["corun"][key] = corun_profile(q, dec, (ta, tb), shared_threads(ta, tb, self.cores),
+                a, b = (f"{m}/{q}:{op}" for m, op in (pair["a"], pair["b"]))
+                st["corun"][key] = corun_profile(a, b, (ta, tb), shared_threads(ta, tb, self.cores),
                                                  st["corun_rounds"][key])
                 self.save()
 
@@ -317,6 +342,23 @@ def corun_pairs_of(models, quants, corun: bool, corun_threads, corun_pairs=None)
 
 def corun_key(q: str, dec: str, ta: int, tb: int) -> str:
     return f"{q}/{dec}@{ta},{tb}"
+
+
+def session_pairs(c: dict) -> list[dict]:
+    """The co-runs to measure, each {q, a: [module, op], b: [module, op], ta, tb, key}: the zoo's
+    encoder with each caption decoder (`corun_pairs_of`), or a pipeline's consecutive per-clip
+    stages on different modules (for fp32 when profiled, else the first backend)."""
+    if "pipeline_pairs" not in c:
+        return [{"q": q, "a": ["video-encoder", "encode"], "b": [dec, "caption"], "ta": ta, "tb": tb,
+                 "key": corun_key(q, dec, ta, tb)}
+                for q, dec, ta, tb in corun_pairs_of(c["models"], c["quants"], c["corun"], c["corun_threads"],
+                                                     c["corun_pairs"])]
+    if not c["corun"]:
+        return []
+    q = "fp32" if "fp32" in c["quants"] else c["quants"][0]
+    return [{"q": q, "a": p["a"], "b": p["b"], "ta": int(p["threads"][0]), "tb": int(p["threads"][1]),
+             "key": f"{q}/{p['a'][0]}:{p['a'][1]}+{p['b'][0]}:{p['b'][1]}@{p['threads'][0]},{p['threads'][1]}"}
+            for p in c["pipeline_pairs"]]
 
 
 def shared_threads(ta: int, tb: int, cores: int) -> tuple[int, int]:

@@ -149,12 +149,13 @@ def instability(profile: Profile) -> list[str]:
     return out
 
 
-def corun_profile(q: str, dec: str, threads, alone_threads, rounds: dict) -> dict:
-    """The co-run figure of the encoder with `dec` from its rounds (alone and together samples)."""
+def corun_profile(a: str, b: str, threads, alone_threads, rounds: dict) -> dict:
+    """The co-run figure of ops `a` and `b` ("<model>/<quant>:<op>") from its rounds (alone and
+    together samples)."""
     alone, together = rounds["alone"], rounds["together"]
     sa = statistics.median(together[0]) / statistics.median(alone[0])
     sb = statistics.median(together[1]) / statistics.median(alone[1])
-    return CoRun(a=f"video-encoder/{q}:encode", b=f"{dec}/{q}:caption", threads=tuple(threads),
+    return CoRun(a=a, b=b, threads=tuple(threads),
                  alone_threads=list(alone_threads), slowdown_a=max(0.5, sa), slowdown_b=max(0.5, sb),
                  alone_s=[Stat.of(x).model_dump() for x in alone],
                  together_s=[Stat.of(x).model_dump() for x in together]).model_dump(mode="json")

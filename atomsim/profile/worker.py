@@ -54,18 +54,24 @@ def preload() -> None:
 # ------------------------------------------------------------------ targets
 
 def weight_files(job) -> list[str]:
-    t = job.get("target")
+    t, src = job.get("target"), job.get("source")
     if t:
         return [t["path"]]
+    if src:   # a pipeline's Hugging Face module
+        from atomsim.models import hf
+        return [str(p) for p in hf.weight_files(src["hf"], src["kind"], job["quant"], job.get("store"))]
     from atomsim import models
     return [str(p) for p in models.weight_files(job["preset"], job["model"], job["quant"], job.get("store"))]
 
 
 def load_target(job):
-    t = job.get("target")
+    t, src = job.get("target"), job.get("source")
     if t:  # a bare safetensors file (tests: known bytes)
         from safetensors.torch import load_file
         return load_file(t["path"])
+    if src:
+        from atomsim.models import hf
+        return hf.load(src["hf"], src["kind"], job["quant"], store=job.get("store"))
     from atomsim import models
     return models.load(job["preset"], job["model"], job["quant"], store=job.get("store"))
 

@@ -1,15 +1,15 @@
 """atomsim.run: execute a scenario's plan with real modules on real videos.
 
     from atomsim.run import run_scenario
-    result = run_scenario("scenarios/examples/assembly-tiny.yaml", ["a.mp4", "b.mov"],
+    result = run_scenario("scenarios/user/caption-search.yaml", ["a.mp4", "b.mov"],
                           policy="reuse-parallel", out_dir="out/")
     result.trace      # atomsim.schema.trace.Trace (source "measured")
     result.summary    # dict, same keys as the simulator's summary.json (+ measured extras)
     result.results    # dict written to results.json
 
 Writes into out_dir: summary.json, trace.json, results.json (each request's named outputs), and
-the video of an assemble stage as `<out>.mp4` (`<out>-r<k>.mp4` for request k >= 1: the bundled
-assembly pipeline's `assembly.mp4`); every file atomically. timeline.png is the
+the video of an assemble stage as `<out>.mp4` (`<out>-r<k>.mp4` for request k >= 1); every
+file atomically. timeline.png is the
 command's (`run.cli.draw_timeline`): the runner imports nothing of atomsim.report. Clips are
 decoded by the plan's `decode:i` steps (streamed, at most `queue_size` clips of frames
 resident). Under a RAM limit: `limit.py`.

@@ -9,7 +9,7 @@
 - Audio is not carried over (the source clips may have none, or different layouts).
 - Written to a temporary name beside the target and renamed only when complete. The temporary
   goes away on an error, on Ctrl-C, and at exit when the process ends while a lane thread is still
-  encoding (a second Ctrl-C); temporaries left by a killed run are removed by the next assembly.
+  encoding (a second Ctrl-C); temporaries left by a killed run are removed by the next assemble.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ def register(sub) -> None:
                        description="Execute the scenario's plan with real modules from the model store on real "
                        "videos; writes summary.json, trace.json, timeline.png, results.json (each request's named outputs) "
                        "and the video of an assemble stage (<out>.mp4).")
-    p.add_argument("scenario", help="scenario YAML (e.g. scenarios/examples/retrieval-tiny.yaml)")
+    p.add_argument("scenario", help="scenario YAML (e.g. scenarios/user/caption-search.yaml)")
     p.add_argument("--videos", nargs="+", required=True, metavar="PATH", help="input videos (any container/codec)")
     p.add_argument("--policy", default=None, help="reload | reuse-serial | reuse-parallel (default: the scenario's)")
     p.add_argument("--prompt", default=None, help="the request's prompt (the workload value `prompt`)")

@@ -1,6 +1,6 @@
 """`atomsim run --ram-limit SIZE`: the run in a child process inside a fresh memory cgroup.
 
-    outcome = run_limited("scenarios/examples/assembly-tiny.yaml", ["a.mp4"], "out/", 600_000_000)
+    outcome = run_limited("scenarios/user/caption-search.yaml", ["a.mp4"], "out/", 600_000_000)
     outcome["outcome"]      # completed | oom-killed
 
 The parent creates the cgroup (v2: `memory.max`, `memory.swap.max` = 0; v1:

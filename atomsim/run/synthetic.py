@@ -1,4 +1,4 @@
-"""Synthetic videos made with PyAV: for tests, benchmarks and the profiler's assembly cost.
+"""Synthetic videos made with PyAV: for tests, benchmarks and the profiler's assemble cost.
 
 `make_video(path, seconds, width, height, fps, codec, audio)` writes a video whose frame k shows
 a colour pattern that changes with k, so decoded frames can be told apart.

@@ -1,13 +1,10 @@
-"""`atomsim simulate` and `atomsim demo`. Imports nothing heavy at import time."""
+"""`atomsim simulate`. Imports nothing heavy at import time. (`atomsim demo`, the paper's
+pipelines simulated: atomsim/demo.py.)"""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-DEMO_PROFILE = DATA / "paper-pixel_5a.json"
-DEMO_POLICIES = ("reload", "reuse-parallel")
-DEMO_TASKS = ("assembly", "retrieval")
 PROGRESS_CLIPS = 2000   # plans of at least this many clips x requests show a progress bar (~2 s per policy)
 OUTPUT_FILES = ("summary.json", "trace.json", "timeline.png")
 
@@ -27,12 +24,6 @@ def register(sub) -> None:
                    help="simulate even with a profile of another preset than the scenario's")
     p.set_defaults(func=cmd_simulate)
 
-    d = sub.add_parser("demo", help="the paper's assembly and retrieval on the published Pixel 5a profile",
-                       description="Simulate the paper's assembly and retrieval pipelines (5 clips) on the "
-                       "published Pixel 5a profile under reload and reuse-parallel; print the comparison "
-                       "and write the pictures.")
-    d.add_argument("--out", default="atomsim-demo", metavar="DIR", help="output directory (default: ./atomsim-demo)")
-    d.set_defaults(func=cmd_demo)
 
 
 def _policies(requested, scenario_policy: str) -> list[str]:
@@ -102,8 +93,11 @@ def _notes(scenario, clips, out: Path, policies) -> list[str]:
     """What the user may not expect: top_k above the clip count, other policies' folders in DIR."""
     notes = []
     n = clips or scenario.workload.clip_count()
-    if scenario.workload.task == "assembly" and scenario.workload.top_k > n:
-        notes.append(f"note: top_k {scenario.workload.top_k} is above the clip count {n}: every clip is chosen")
+    from ..schema.pipeline import scenario_pipeline
+    ranks = [s for s in scenario_pipeline(scenario).stages if s.op == "rank"]
+    top_k = max((int(s.args.get("top_k", scenario.workload.top_k)) for s in ranks), default=0)
+    if top_k > n:
+        notes.append(f"note: top_k {top_k} is above the clip count {n}: every clip is in the top k")
     older = sorted(d.name for d in out.iterdir()
                    if d.is_dir() and not d.name.startswith(".") and d.name not in policies
                    and (d / "summary.json").exists())
@@ -162,7 +156,7 @@ def cmd_simulate(args) -> int:
     results = run_policies(scenario, profile, policies, args.clips, out, png=not args.no_png, also=["reload"])
     ref = results["reload"]
     results = {p: results[p] for p in policies}
-    print(f"{scenario.name}: {scenario.workload.task}, {results[policies[0]].plan.clips} clips, device "
+    print(f"{scenario.name}: {results[policies[0]].plan.task}, {results[policies[0]].plan.clips} clips, device "
           f"{scenario.device.name} ({scenario.device.cores} cores, {scenario.device.ram_bytes / 1e9:.2f} GB), "
           f"profile {Path(prof_path).name} ({profile.source})")
     print(table(results, ref))
@@ -174,36 +168,3 @@ def cmd_simulate(args) -> int:
         print(f"out of memory: {', '.join(oom)} (exit status {EXIT_OOM})", file=sys.stderr)
         return EXIT_OOM
     return EXIT_OK
-
-
-def demo_scenarios():
-    """The demo's scenarios, from embedded data only (the device catalog and the published profile)."""
-    from ..schema.scenario import scenario_from_mapping
-    return {task: scenario_from_mapping(
-        {"name": f"{task}-pixel_5a", "device": "pixel_5a",
-         "workload": {"task": task, "clips": 5, "top_k": 5},
-         "models": {"preset": "paper", "quant": "torchao-int8"}, "policy": "reuse-parallel",
-         "threads": {"main": 1, "encoder": 1, "decoder": 1}, "profile": str(DEMO_PROFILE)},
-        f"demo {task}") for task in DEMO_TASKS}
-
-
-def cmd_demo(args) -> int:
-    from ..io import check_writable_dir
-    from ..report.timeline import plot_timeline
-    from ..schema.profile import load_profile
-    out = check_writable_dir(args.out)
-    profile = load_profile(DEMO_PROFILE)
-    print("atomsim demo: the paper's pipelines on a Pixel 5a (8 cores, 6 GB), published profile "
-          "(Table 3/6/8 figures, int8), 5 clips")
-    for task, sc in demo_scenarios().items():
-        results = run_policies(sc, profile, DEMO_POLICIES, None, out / task)
-        plot_timeline([r.trace for r in results.values()], out / task / "timeline-compare.png",
-                      titles=[f"{task} / {p}" for p in results])
-        a, b = (results[p].summary["e2e_s"] for p in DEMO_POLICIES)
-        print(f"\n{task}: reuse-parallel is {reduction_text(b, a)} than reload "
-              f"(paper, Table 3: {'30.8' if task == 'assembly' else '33.1'}% faster)")
-        print(table(results))
-    print(f"\npictures: {out}/<task>/timeline-compare.png and {out}/<task>/<policy>/timeline.png; "
-          f"traces open in https://ui.perfetto.dev")
-    sys.stdout.flush()
-    return 0

@@ -45,7 +45,10 @@ class LatencyCurve:
         return self.factor / s
 
     def fastest(self, cores: int) -> float:
-        return self(min(float(cores), float(self.ts[-1])))
+        """The least latency at any thread count up to `cores` (a measured curve need not fall:
+        a small op may run slower on two threads than on one)."""
+        cands = [t for t in self.ts if t <= cores] + [min(float(cores), float(self.ts[-1]))]
+        return min(self(t) for t in cands)
 
     def min_core_seconds(self, cores: int) -> float:
         """Least threads x latency over 0 < t <= cores (ends of the linear speed-up segments)."""
