@@ -303,6 +303,9 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", nargs="*", default=(), metavar="JSONL", help="runs.jsonl files of other invocations to use")
     ap.add_argument("--report-only", action="store_true",
                     help="make no run: the report from the runs made (unfinished bisections as brackets)")
+    ap.add_argument("--scenario", metavar="FILE", default=None,
+                    help="the fit of this scenario (its pipeline, models and quantization) under each --policy, on "
+                    "the 2 clips of the benchmark's 15 s video, instead of the small assembly (no page-cache part)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,8 +317,8 @@ def main(argv=None) -> int:
     clips = 2
     runs = Runs(out, video, extra=a.runs, offline=a.report_only)
     report = {"fit": [], "outcomes": [], "loads": [], "times": []}
-    for quant in a.quant or QUANTS:
-        sc = scenario_file(out, quant, profile_path)
+    for quant in (a.quant or QUANTS) if not a.scenario else [None]:
+        sc = scenario_file(out, quant, profile_path) if not a.scenario else Path(a.scenario).resolve()
         for policy in (a.policy or POLICIES) if a.only != "page-cache" else ():
             smin = sim_min_ram(sc, policy, profile, clips)
             print(f"{sc.stem} {policy}: simulated minimum {smin / MB:.0f} MB", flush=True)
@@ -323,7 +326,7 @@ def main(argv=None) -> int:
             report["fit"].append({"scenario": sc.stem, "policy": policy, **fit})
             report["outcomes"] += [{"scenario": sc.stem, "policy": policy, **o} for o in outcomes]
             report["times"] += times(runs, sc, policy, profile, clips)
-        if a.only == "fit":
+        if a.only == "fit" or a.scenario:
             continue
         sc3 = scenario_file(out, quant, profile_path, requests=3, clips=1)   # 1 clip: loads are what it is about
         try:

@@ -100,6 +100,7 @@ def test_policies_over_a_user_pipeline(tmp_path):
     assert "tag:2" in par.step("see:4").deps and "rank" in par.step("answer").deps
     assert par.step("answer").args == {"prompt_tokens": 16 + int(5 * 1.3) + 2 * 8, "tokens": 10}
     assert par.step("index").args == {"items": 6} and par.step("tag:0").args == {"beam": 2, "tokens": 8}
+    assert par.step("ask").args == {"items": 1}
     assert {s.threads for s in par.steps if s.lane == "vision" and s.kind == "run"} == {1}
     res = {p: simulate(sc, policy=p).summary for p in POLICIES}
     assert all(r["completed"] for r in res.values())
@@ -182,3 +183,15 @@ def test_executors_name_no_task_and_parse_no_step_id():
         for f in sorted((root / pkg).glob("*.py")):
             found += [f"{pkg}/{f.name}:{i}" for i, line in enumerate(f.read_text().splitlines(), 1) if rx.search(line)]
     assert not found, found
+
+
+def test_validate_measures_a_users_pipeline_with_the_co_run_of_its_lanes(tmp_path):
+    from atomsim.errors import ConfigError
+    from atomsim.validate.suite import profile_request
+    sc = load_scenario(write_scenario(tmp_path))
+    req = profile_request([sc, sc.model_copy(update={"name": "b", "policy": "reload"})])
+    assert req["pipeline"].name == "tag-and-answer" and req["corun_pairs"] is None
+    assert req["corun_threads"] == (1, 1) and req["threads"] == [1, 2]
+    paper = load_scenario("scenarios/paper/assembly-pixel_5a.yaml")
+    with pytest.raises(ConfigError, match="validate them apart"):
+        profile_request([sc, paper.model_copy(update={"models": sc.models})])

@@ -73,6 +73,10 @@ def test_simulated_under_the_four_policies(user, capsys):
     assert loads["reload"] > loads["reuse-serial"] == 3
     assert s["reuse-parallel"]["e2e_s"] <= s["reuse-serial"]["e2e_s"]
     assert all(x["e2e_s"] >= x["lower_bound_s"] - 1e-9 for x in s.values())
+    from atomsim.plan import make_plan
+    from atomsim.schema.scenario import load_scenario
+    plan = make_plan(load_scenario(user / "sc.yaml"), "reuse-parallel", clips=3)
+    assert plan.step("embed:2").args == {"items": 1} and plan.step("query").args == {"items": 2}
     assert "mine: caption-search, 3 clips" in capsys.readouterr().out
 
 

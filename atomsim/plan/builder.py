@@ -173,8 +173,8 @@ def cost_args(b: Builder, s: Stage) -> dict:
         return {**extra, "beam": int(a.get("beam", w.beam)), "tokens": int(a.get("tokens", w.caption_tokens))}
     if "frames" in s.inputs:
         return {"frames": w.frames_per_clip, "frame_size": w.frame_size}
-    if s.op == "embed":
-        return {"items": sum(size(b, v) for v in s.inputs)}
+    if s.op == "embed":   # a per-clip stage embeds its clip's value: one item an input
+        return {"items": len(s.inputs) if s.per_clip else sum(size(b, v) for v in s.inputs)}
     if s.op == "rank":
         return {"items": size(b, s.inputs[-1])}
     if s.op == "generate":

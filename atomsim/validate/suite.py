@@ -176,8 +176,27 @@ def profile_request(scenarios: list[Scenario], samples: int = 5) -> dict:
         pair = [q, "decoder", int(sc.threads.encoder), int(sc.threads.decoder)]
         if sc.policy == "reuse-parallel" and sc.models.quant_of("decoder") == q and pair not in pairs:
             pairs.append(pair)   # the encoder and the caption decoder overlap, at these threads
-    return {"preset": presets[0], "quants": quants, "threads": sorted(threads), "samples": int(samples),
-            "corun_pairs": pairs}
+    request = {"preset": presets[0], "quants": quants, "threads": sorted(threads), "samples": int(samples),
+               "corun_pairs": pairs}
+    own = [sc for sc in scenarios if sc.pipeline]
+    if own:
+        return {**request, **pipeline_request(own, len(own) == len(scenarios))}
+    return request
+
+
+def pipeline_request(scenarios: list[Scenario], alone: bool) -> dict:
+    """A profile of the modules of one pipeline of one's own (`profile.measure(pipeline=...)`),
+    with the co-run of its first two lanes at the threads the scenarios give them."""
+    from ..errors import ConfigError
+    from ..schema.pipeline import scenario_pipeline
+    pipes = {scenario_pipeline(sc).name: scenario_pipeline(sc) for sc in scenarios}
+    if len(pipes) != 1 or not alone:
+        raise ConfigError("one profile measured here covers one pipeline of one's own; the scenarios use "
+                          f"{', '.join(sorted(pipes))}{'' if alone else ' and bundled ones'}: validate them apart")
+    pipe = next(iter(pipes.values()))
+    lanes = [s.lane or s.module for s in pipe.stages if s.per_clip and s.module][:2]
+    threads = tuple(scenarios[0].threads.of(lane) for lane in lanes) if len(lanes) == 2 else (1, 1)
+    return {"pipeline": pipe, "corun_pairs": None, "corun_threads": threads}
 
 
 def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: list[str], out_dir, store=None,
