@@ -104,3 +104,18 @@ def test_validated_real_against_simulated(user):
     assert [(r["name"], r["task"], r["clips"]) for r in rows] == [("mine", "caption-search", 3)]
     assert rows[0]["simulated_peak_bytes"] > 0 and rows[0]["measured_peak_bytes"] > 0
     assert abs(rows[0]["peak_error_pct"]) < 25 and rows[0]["simulated_e2e_s"] > 0
+
+
+def test_run_under_a_ram_limit_builds_and_evicts_the_users_modules(user):
+    """A user's modules under a memory cgroup: built, evicted from the page cache first (cold
+    loads, counted), and the run completes (the fit boundary: benchmarks/ram_fidelity.py --scenario)."""
+    from atomsim.run.limit import CgroupError, MemoryCgroup
+    try:
+        MemoryCgroup.find_parent()
+    except CgroupError as e:
+        pytest.skip(f"no writable memory cgroup here: {e}")
+    args = ["run", str(user / "sc.yaml"), "--videos", str(user / "v.mp4"), "--store", str(user / "store"),
+            "--no-progress"]
+    assert main([*args, "--out", str(user / "lim"), "--ram-limit", "3GB"]) == 0
+    s = json.loads((user / "lim" / "summary.json").read_text())
+    assert s["outcome"] == "completed" and [ld["cold"] for ld in s["loads"]] == [True, True, True]

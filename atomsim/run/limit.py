@@ -170,12 +170,13 @@ class MemoryCgroup:
 def build_plan_modules(sc, policy, store) -> list[str]:
     """Build (if needed: building is not the run) every module the scenario's plan loads; their
     weight files. The plan's modules do not depend on the clip count."""
-    from .. import models
+    from ..models import sources
     from ..plan import make_plan
+    plan = make_plan(sc, policy, clips=1)
     files = set()
-    for ref in {r.key: r for r in make_plan(sc, policy, clips=1).instances.values()}.values():
-        models.build(sc.models.preset, ref.model, ref.quant, store=store)
-        files.update(str(p) for p in models.weight_files(sc.models.preset, ref.model, ref.quant, store=store))
+    for name, ref in plan.instances.items():
+        sources.build(plan.pipeline, name, ref, sc.models.preset, store)
+        files.update(str(p) for p in sources.weight_files(plan.pipeline, name, ref, sc.models.preset, store))
     return sorted(files)
 
 

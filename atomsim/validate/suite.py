@@ -32,17 +32,20 @@ def group_key(scenario: Scenario) -> str:
 def evict_weights(scenario: Scenario, store) -> bool:
     """Drop the scenario's weight files from the page cache; True if the OS accepted it."""
     try:
-        from .. import models
+        from ..models import sources
         from ..pagecache import evict
+        from ..plan import POLICY_BUILDERS, make_plan
     except ImportError:
         return False
-    files = []
-    for model in models.MODELS:
-        try:
-            files += models.weight_files(scenario.models.preset, model, scenario.models.quant_of(model), store)
-        except Exception:
-            continue
-    return evict(files)
+    files: set[str] = set()
+    for policy in POLICY_BUILDERS:   # every module any policy loads (the variants' too)
+        plan = make_plan(scenario, policy, clips=1)
+        for name, ref in plan.instances.items():
+            try:
+                files.update(str(f) for f in sources.weight_files(plan.pipeline, name, ref, scenario.models.preset, store))
+            except Exception:   # noqa: BLE001 - a module not built: nothing of it to evict
+                continue
+    return evict(sorted(files))
 
 
 def machine_info() -> dict:
