@@ -72,3 +72,26 @@ def test_committed_report_is_what_its_committed_runs_and_todays_simulator_give(t
     made.pop("meta"), committed.pop("meta")
     assert made == committed
     assert rc == 0   # every bound holds
+
+
+@pytest.mark.slow
+def test_the_user_pipelines_report_is_what_its_runs_and_todays_simulator_give(tmp_path):
+    """docs/fidelity-ram-caption-search.json (a user's pipeline, issue 24) from its kept runs. The
+    simulator needs the checkpoints only to exist (the pipeline's check): tiny ones, made in a copy."""
+    import json
+    import shutil
+
+    from atomsim.models.hf_make import make_checkpoint
+    user = tmp_path / "user"
+    shutil.copytree(ROOT / "scenarios" / "user", user, ignore=shutil.ignore_patterns("ckpt"))
+    for name, kind in (("captioner", "vision2seq"), ("embedder", "text-encoder"), ("lm", "causal-lm")):
+        make_checkpoint(kind, user / "ckpt" / name, size="tiny")
+    runs = ROOT / "benchmarks" / "results" / "ram-fidelity-user-caption-search-runs-2026-12-03.jsonl"
+    rc = rf.main(["--report-only", "--scenario", str(user / "caption-search.yaml"), "--policy", "reload",
+                  "--policy", "reuse-parallel", "--profile", str(ROOT / "profiles" / "host-user-caption-search-ram.json"),
+                  "--out", str(tmp_path / "out"), "--runs", str(runs)])
+    made = json.loads((tmp_path / "out" / "fidelity-ram.json").read_text())
+    committed = json.loads((ROOT / "docs" / "fidelity-ram-caption-search.json").read_text())
+    made.pop("meta"), committed.pop("meta")
+    assert made == committed and [f["policy"] for f in made["fit"]] == ["reload", "reuse-parallel"]
+    assert rc == 0

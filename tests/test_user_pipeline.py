@@ -119,3 +119,17 @@ def test_run_under_a_ram_limit_builds_and_evicts_the_users_modules(user):
     assert main([*args, "--out", str(user / "lim"), "--ram-limit", "3GB"]) == 0
     s = json.loads((user / "lim" / "summary.json").read_text())
     assert s["outcome"] == "completed" and [ld["cold"] for ld in s["loads"]] == [True, True, True]
+
+
+def test_a_checkpoint_of_another_kind_is_named_in_one_line(user, tmp_path, capsys):
+    mods = {k: {**v, "hf": str(user / v["hf"])} for k, v in PIPELINE["modules"].items()}
+    wrong = {**PIPELINE, "modules": {**mods, "lm": {**mods["lm"], "kind": "seq2seq-lm"}}}
+    (tmp_path / "pipe.yaml").write_text(yaml.safe_dump(wrong, sort_keys=False))
+    sc = yaml.safe_load((user / "sc.yaml").read_text())
+    sc["pipeline"] = str(tmp_path / "pipe.yaml")
+    (tmp_path / "sc.yaml").write_text(yaml.safe_dump(sc))
+    assert main(["run", str(tmp_path / "sc.yaml"), "--videos", str(user / "v.mp4"), "--store", str(user / "store"),
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{tmp_path / 'pipe.yaml'}: module 'lm':" in err and "field 'kind'" in err
+    assert "is not a seq2seq-lm architecture" in err

@@ -23,7 +23,10 @@ def build(pipeline, name, ref, preset, store) -> None:
         spec(preset, ref.model)   # import the model's code now: lazy imports racing in lane threads fail
         return
     from . import hf
-    hf.check_kind(pipeline.module_path(name), src.kind)
+    try:
+        hf.check_kind(pipeline.module_path(name), src.kind)
+    except ConfigError as e:   # name the pipeline's file and module, as its other errors do
+        raise ConfigError(f"{pipeline.file or pipeline.name}: module {name!r}: {e}") from None
     hf.build(pipeline.module_path(name), src.kind, ref.quant, store)
 
 

@@ -83,6 +83,7 @@ class Pipeline(_Strict):
     stages: list[Stage] = Field(min_length=1)
     variants: dict[str, Variant] = {}
     base_dir: str | None = Field(default=None, exclude=True)   # where relative module paths start
+    file: str | None = Field(default=None, exclude=True)       # the file it was read from (errors name it)
 
     # ---- reading the graph
     def stage(self, name: str) -> Stage:
@@ -242,7 +243,7 @@ def _check_stage(p: Pipeline, s: Stage, where: str, produced: dict, later: dict)
 
 
 def pipeline_from_mapping(data: dict, source: str, base_dir: Path | None = None) -> Pipeline:
-    p = validate(Pipeline, {**data, "base_dir": str(base_dir) if base_dir else None}, source)
+    p = validate(Pipeline, {**data, "base_dir": str(base_dir) if base_dir else None, "file": source}, source)
     return check(p, source)
 
 
