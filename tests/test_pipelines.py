@@ -102,6 +102,15 @@ def test_policies_over_a_user_pipeline(tmp_path):
     assert par.step("index").args == {"items": 6} and par.step("tag:0").args == {"beam": 2, "tokens": 8}
     assert par.step("ask").args == {"items": 1}
     assert {s.threads for s in par.steps if s.lane == "vision" and s.kind == "run"} == {1}
+    # threads by lane, else by the module on it
+    named = sc.model_copy(update={"threads": sc.threads.model_validate({"main": 1, "eyes": 2, "tagger": 2})})
+    lanes = {**USER, "stages": [dict(s, lane="eyes") if s["name"] == "see" else s for s in USER["stages"]]}
+    (tmp_path / "pipe.yaml").write_text(yaml.safe_dump(lanes, sort_keys=False))
+    from atomsim.schema.pipeline import _LOADED
+    _LOADED.clear()
+    p2 = make_plan(named, "reuse-parallel")
+    assert p2.lanes == ("main", "video", "eyes", "tagger")
+    assert p2.step("see:0").threads == 2 and p2.step("tag:0").threads == 2 and p2.step("index").threads == 1
     res = {p: simulate(sc, policy=p).summary for p in POLICIES}
     assert all(r["completed"] for r in res.values())
     assert res["reuse-parallel"]["e2e_s"] <= res["reuse-serial"]["e2e_s"] < res["reload"]["e2e_s"]

@@ -9,12 +9,8 @@ from ..errors import ConfigError, valid_names
 # the names (one definition, beside the scenario schema); ExecuTorch programs
 # (executorch_backend.py) are exported from the fp32 weights, built only when asked
 from ..schema.names import BACKENDS, EXECUTORCH_BACKENDS, MODELS, PRESETS  # noqa: F401
-OPS = {
-    "video-encoder": ("encode",),
-    "decoder": ("caption", "generate"),
-    "bert-decoder": ("caption",),
-    "sentence-encoder": ("embed",),
-}
+from ..schema.ops import builtin_ops
+OPS = {m: builtin_ops(m) for m in MODELS}   # the op table's (schema/ops.py): decoder -> caption, generate
 # parameter count targets of the paper modules (DESIGN.md, issue 2)
 PAPER_TARGETS = {
     "video-encoder": 0.305e9,   # CLIP ViT-L/14 vision tower 303M + projection to 2048

@@ -71,7 +71,7 @@ class Builder:
     def add(self, name, kind, stage, lane="main", instance=None, op=None, clip=None, deps=(), node=None,
             **args) -> str:
         """Append a step of the current request; `name` and `deps` are ids (see `id`)."""
-        threads = 1 if kind != "run" or lane == "video" else self.sc.threads.of(lane)
+        threads = 1 if kind != "run" or lane == "video" else self.sc.threads.of(lane, instance)
         sid = self.id(name)
         self.steps.append(Step(id=sid, kind=kind, stage=stage, lane=lane, instance=instance, op=op, clip=clip,
                                deps=tuple(dict.fromkeys(d for d in deps if d)), threads=threads, args=args,

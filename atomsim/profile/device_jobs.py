@@ -122,15 +122,17 @@ def job_baseline(job) -> dict:
         out["memray"] = True
     except Exception:
         out["memray"] = False
-    # rank: cosine of one query against N L2-normalized 384-d vectors, top-k
-    n, k = int(job.get("rank_items", 1000)), 5
+    # rank: the runner's own op (run/ops.py), one query against N L2-normalized 384-d vectors
+    from atomsim.run import ops
+    n = int(job.get("rank_items", 1000))
     g = torch.Generator().manual_seed(0)
-    idx = torch.nn.functional.normalize(torch.randn(n, 384, generator=g), dim=1)
-    q = torch.nn.functional.normalize(torch.randn(384, generator=g), dim=0)
+    idx = ops.Vectors(torch.nn.functional.normalize(torch.randn(n, 384, generator=g), dim=1), ops.Texts([""] * n))
+    q = ops.Vectors(torch.nn.functional.normalize(torch.randn(1, 384, generator=g), dim=1), ops.Texts(["q"]))
+    ctx = ops.Context(clips=[], top_k=5)
     xs = []
     for i in range(job.get("samples", 5) + 2):
         t0 = time.perf_counter()
-        torch.topk(idx @ q, k)
+        ops.rank(None, [q, idx], {}, ctx)
         xs.append(time.perf_counter() - t0)
     out["rank"] = {"samples": xs[2:], "warmups": xs[:2], "items": n}
     out["assemble"] = assemble_cost(video, job.get("samples", 5))

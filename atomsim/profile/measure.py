@@ -28,7 +28,7 @@ from .summary import (
     ops_todo,
     partial_path,
 )
-from .targets import pipeline_targets
+from .targets import pipeline_targets, zoo_op_shapes
 from .workers import Workers
 
 DEFAULT_SHAPE = {"frames": 6, "frame_size": 224, "beam": 4, "tokens": 23, "script_tokens": 64,
@@ -39,15 +39,9 @@ MIN_SAMPLES = 3
 
 
 def op_shapes(model: str, shape: dict) -> dict:
-    """The ops of `model` and the keyword shapes each is profiled with."""
+    """The ops of `model` and the keyword shapes each is profiled with (targets.py: one table)."""
     s = dict(DEFAULT_SHAPE, **{k: v for k, v in (shape or {}).items() if v is not None})
-    return {
-        "video-encoder": {"encode": {"frames": s["frames"], "frame_size": s["frame_size"]}},
-        "decoder": {"caption": {"beam": s["beam"], "tokens": s["tokens"]},
-                    "generate": {"prompt_tokens": s["prompt_tokens"], "tokens": s["script_tokens"]}},
-        "bert-decoder": {"caption": {"beam": s["beam"], "tokens": s["tokens"]}},
-        "sentence-encoder": {"embed": {"items": s["items"], "tokens": s["tokens"]}},
-    }[model]
+    return zoo_op_shapes(model, s)
 
 
 # ------------------------------------------------------------------ storage

@@ -18,17 +18,27 @@ def module_key(pipeline, name: str) -> str:
 def op_shape(stage, shape: dict) -> dict:
     """The keyword shape of a stage's op (its module's `example_inputs`), from the stage's args and
     the profiler's shape settings (`--frames`, `--beam`, ...)."""
-    a = stage.args
+    return shape_of(stage.op, "frames" in stage.inputs, stage.args, shape)
+
+
+def shape_of(op: str, reads_frames: bool, args: dict, shape: dict) -> dict:
+    """The one table of op shapes: what each op is profiled at."""
     out: dict = {}
-    if "frames" in stage.inputs:
+    if reads_frames:
         out.update(frames=shape["frames"], frame_size=shape["frame_size"])
-    if stage.op == "caption":
-        out.update(beam=int(a.get("beam", shape["beam"])), tokens=int(a.get("tokens", shape["tokens"])))
-    elif stage.op == "generate":
-        out.update(prompt_tokens=shape["prompt_tokens"], tokens=int(a.get("tokens", shape["script_tokens"])))
-    elif stage.op == "embed":
+    if op == "caption":
+        out.update(beam=int(args.get("beam", shape["beam"])), tokens=int(args.get("tokens", shape["tokens"])))
+    elif op == "generate":
+        out.update(prompt_tokens=shape["prompt_tokens"], tokens=int(args.get("tokens", shape["script_tokens"])))
+    elif op == "embed":
         out.update(items=shape["items"], tokens=shape["tokens"])
     return out
+
+
+def zoo_op_shapes(model: str, shape: dict) -> dict:
+    """The ops of a zoo model and the shapes each is profiled with (the encoder reads frames)."""
+    from ..schema.ops import builtin_ops
+    return {op: shape_of(op, op == "encode", {}, shape) for op in builtin_ops(model)}
 
 
 def pipeline_targets(pipeline, shape: dict, corun_threads=(1, 1)) -> dict:

@@ -6,9 +6,4 @@ BACKENDS = ("fp32", "torchao-int8", "torchao-int8-weight-only", "torch-dynamic-i
 EXECUTORCH_BACKENDS = ("executorch-xnnpack", "executorch-xnnpack-int8")   # .pte programs (XNNPACK)
 TASKS = ("retrieval", "assembly", "summarization", "qa")
 POLICIES = ("reload", "reuse-serial", "reuse-parallel", "baseline-resident")
-# Table 3's columns, plus the steps that are not in it.
-STAGES = ("load", "encode", "caption", "index", "rank", "script", "assemble", "free")
-OPS = ("encode", "caption", "generate", "embed", "rank", "assemble")
-# Ops that need no module: cost comes from the profile's "pipeline" entry or is taken as zero.
-MODULELESS_OPS = ("rank", "assemble")
-LANES = ("main", "encoder", "decoder")
+# Ops, module kinds and what each op takes: schema/ops.py (the one table).

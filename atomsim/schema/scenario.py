@@ -207,9 +207,12 @@ class Threads(Strict):
                 raise ValueError(f"{lane}: expected a thread count of at least 1, got {n!r}")
         return self
 
-    def of(self, lane: str) -> int:
-        """Threads of `lane` (1 for a lane the scenario does not name)."""
-        return int(getattr(self, lane, None) or (self.model_extra or {}).get(lane) or 1)
+    def of(self, lane: str, module: str | None = None) -> int:
+        """Threads of `lane`, else of the module running on it, else 1."""
+        extra = self.model_extra or {}
+        if lane in type(self).model_fields:
+            return int(getattr(self, lane))
+        return int(extra.get(lane) or (extra.get(module) if module else None) or 1)
 
 
 class Scenario(Strict):
