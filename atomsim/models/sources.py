@@ -1,17 +1,21 @@
 """Modules from anywhere: a pipeline's module (schema/pipeline.py ModuleSource) built into the
 store, its weight files, and loaded. `builtin`: the zoo (preset from the scenario); `hf`: a
-Hugging Face checkpoint directory (hf.py, by its kind); `pte`: an ExecuTorch program."""
+Hugging Face checkpoint directory (hf.py, by its kind); `pte`: an ExecuTorch program of one's own
+with its manifest (pte_user.py)."""
 from __future__ import annotations
 
 from ..errors import ConfigError
 
 
 def _source(pipeline, name):
+    return pipeline.modules[name]
+
+
+def manifest(pipeline, name):
+    """A program's manifest path (its `manifest`, else `<program>.json` beside it)."""
     src = pipeline.modules[name]
-    if src.pte:
-        raise ConfigError(f"pipeline {pipeline.name!r}: module {name!r}: field 'pte': ExecuTorch programs of "
-                          "one's own are not runnable yet (the zoo's are: models build --quant executorch-xnnpack)")
-    return src
+    from pathlib import Path
+    return Path(pipeline.base_dir or ".") / src.manifest if src.manifest else pipeline.module_path(name).with_suffix(".json")
 
 
 def build(pipeline, name, ref, preset, store) -> None:
@@ -21,6 +25,11 @@ def build(pipeline, name, ref, preset, store) -> None:
     if src.builtin:
         build_zoo(preset, ref.model, ref.quant, store=store)
         spec(preset, ref.model)   # import the model's code now: lazy imports racing in lane threads fail
+        return
+    if src.pte:   # nothing to build: check its manifest now, import the runtime now
+        from . import executorch_module  # noqa: F401
+        from .pte_user import read_manifest
+        read_manifest(pipeline.module_path(name), src.kind, manifest(pipeline, name))
         return
     from . import hf
     try:
@@ -35,6 +44,8 @@ def weight_files(pipeline, name, ref, preset, store) -> list:
     src = _source(pipeline, name)
     if src.builtin:
         return zoo_files(preset, ref.model, ref.quant, store=store)
+    if src.pte:
+        return [pipeline.module_path(name)]
     from . import hf
     return hf.weight_files(pipeline.module_path(name), src.kind, ref.quant, store)
 
@@ -44,5 +55,8 @@ def load(pipeline, name, ref, preset, store):
     src = _source(pipeline, name)
     if src.builtin:
         return load_zoo(preset, ref.model, ref.quant, store=store)
+    if src.pte:
+        from .pte_user import load as load_program
+        return load_program(pipeline.module_path(name), src.kind, manifest(pipeline, name))
     from . import hf
     return hf.load(pipeline.module_path(name), src.kind, ref.quant, store)

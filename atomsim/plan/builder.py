@@ -161,7 +161,10 @@ class Builder:
 
 def module_ref(sc: Scenario, pipe: Pipeline, name: str) -> ModuleRef:
     """A zoo module is keyed by its model (profiles, the store); another by the pipeline's name for it."""
-    model = pipe.modules[name].builtin or name
+    src = pipe.modules[name]
+    if src.pte:   # a program is its own backend
+        return ModuleRef(name, "pte")
+    model = src.builtin or name
     return ModuleRef(model, sc.models.quant_of(model))
 
 

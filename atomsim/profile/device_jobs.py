@@ -136,8 +136,24 @@ def job_baseline(job) -> dict:
         xs.append(time.perf_counter() - t0)
     out["rank"] = {"samples": xs[2:], "warmups": xs[:2], "items": n}
     out["assemble"] = assemble_cost(video, job.get("samples", 5))
+    out["decode"] = decode_cost(video, job.get("samples", 5), int(job.get("frames", 6)), int(job.get("frame_size", 224)))
     tmp.cleanup()
     return out
+
+
+def decode_cost(src: Path, samples: int, frames: int, frame_size: int) -> dict:
+    """Seconds to decode one clip's frames from the reference video `src` (320x240, 10 fps h264)
+    with the runner's decoder (the plan's `decode:i` step), cycling over its clips; one warm-up."""
+    from atomsim.run.video import decode_clip, read_clips
+    clips = read_clips(str(src), ASSEMBLE_REFERENCE["clip_s"], ASSEMBLE_REFERENCE["clip_s"] / 2, frames,
+                       frame_size).clips
+    xs = []
+    for i in range(samples + 1):
+        t0 = time.perf_counter()
+        decode_clip(clips[i % len(clips)], frames, frame_size)
+        xs.append(time.perf_counter() - t0)
+    return {"samples": xs[1:], "warmups": xs[:1], "reference": dict(ASSEMBLE_REFERENCE, frames=frames,
+                                                                     frame_size=frame_size)}
 
 
 def assemble_cost(src: Path, samples: int) -> dict:

@@ -122,7 +122,7 @@ def checked_config(preset, models, quants, threads, samples, quick, store, shape
     for q in quants:
         if q not in M.BACKENDS + M.EXECUTORCH_BACKENDS:
             raise ConfigError(valid_names("backend", q, M.BACKENDS + M.EXECUTORCH_BACKENDS))
-        if targets and targets["sources"] and q not in hf.QUANTS:
+        if targets and any("hf" in s for s in targets["sources"].values()) and q not in hf.QUANTS:
             raise ConfigError(f"backend {q!r}: a Hugging Face module is built as {' or '.join(hf.QUANTS)}")
     threads = sorted({int(t) for t in (threads or [1, os.cpu_count() or 1])})
     if any(t < 1 for t in threads):
@@ -169,7 +169,7 @@ class Session:
         st, c = state, config
         for k, v in (("loads", {}), ("rounds", {}), ("corun_rounds", {}), ("elapsed_s", 0.0)):
             st.setdefault(k, v)
-        self.keys = [(m, q) for q in c["quants"] for m in c["models"]]
+        self.keys = module_keys(c)
         self.pairs = session_pairs(c)
         # each round: per module one cold and one warm load (round 0 also the memray load) and one
         # round of ops; then one co-run round per pair
@@ -195,6 +195,8 @@ class Session:
         for m, q in self.keys:
             if f"{m}/{q}" in self.state["modules"]:
                 continue
+            if m in sources and "pte" in sources[m]:
+                continue   # a program of one's own: nothing to build
             if m in sources:
                 hf.build(sources[m]["hf"], sources[m]["kind"], q, store=self.config["store"])
             else:
@@ -212,8 +214,8 @@ class Session:
         self.say(self.done, self.total, "runtime baseline")
         from .. import models as M
         zoo = [m for m in c["models"] if m in M.MODELS]
-        base = self.w.run({"mode": "baseline", "samples": c["samples"], "preset": c["preset"], "models": zoo},
-                          fresh=True)
+        base = self.w.run({"mode": "baseline", "samples": c["samples"], "preset": c["preset"], "models": zoo,
+                           "frames": c["shape"]["frames"], "frame_size": c["shape"]["frame_size"]}, fresh=True)
         self.done += 1
         self.say(self.done, self.total, "storage read bandwidth")
         bw = storage_read(c["store"], int(storage_bytes or ((64 if c["quick"] else 256) << 20)), 2 if c["quick"] else 3)
@@ -265,9 +267,10 @@ class Session:
         sa, sb = shared_threads(ta, tb, self.cores)
         shapes = {m: c["op_shapes"][m] if "op_shapes" in c else op_shapes(m, c["shape"]) for m in (ma, mb)}
         side = {k: v for k, v in self.job(ma, q).items() if k not in ("model", "quant", "source")}
+        qa, qb = pair.get("qa", q), pair.get("qb", q)
         res = self.w.run({**side, "mode": "corun", "samples": 1,
-                          "a": {**self.job(ma, q), "op": opa, "shape": shapes[ma][opa], "threads": ta, "alone_threads": sa},
-                          "b": {**self.job(mb, q), "op": opb, "shape": shapes[mb][opb], "threads": tb, "alone_threads": sb}})
+                          "a": {**self.job(ma, qa), "op": opa, "shape": shapes[ma][opa], "threads": ta, "alone_threads": sa},
+                          "b": {**self.job(mb, qb), "op": opb, "shape": shapes[mb][opb], "threads": tb, "alone_threads": sb}})
         for part in ("alone", "together"):
             for i in (0, 1):
                 cr[part][i] += res[part][i]
@@ -314,7 +317,7 @@ class Session:
         for pair in self.pairs:
             key, q, ta, tb = pair["key"], pair["q"], pair["ta"], pair["tb"]
             if key not in st["corun"]:
-                a, b = (f"{m}/{q}:{op}" for m, op in (pair["a"], pair["b"]))
+                a, b = (f"{m}/{pair.get(side, q)}:{op}" for (m, op), side in ((pair["a"], "qa"), (pair["b"], "qb")))
                 st["corun"][key] = corun_profile(a, b, (ta, tb), shared_threads(ta, tb, self.cores),
                                                  st["corun_rounds"][key])
                 self.save()
@@ -334,6 +337,14 @@ def corun_pairs_of(models, quants, corun: bool, corun_threads, corun_pairs=None)
             for dec in ("decoder", "bert-decoder") if dec in models]
 
 
+def module_keys(c: dict) -> list[tuple[str, str]]:
+    """(module, backend) of every module to measure: each of `quants`, but a program of one's own
+    once, as its own backend (`pte`)."""
+    pte = {m for m, s in c.get("sources", {}).items() if "pte" in s}
+    keys = [(m, q) for q in c["quants"] for m in c["models"] if m not in pte]
+    return keys + [(m, "pte") for m in c["models"] if m in pte]
+
+
 def corun_key(q: str, dec: str, ta: int, tb: int) -> str:
     return f"{q}/{dec}@{ta},{tb}"
 
@@ -350,7 +361,9 @@ def session_pairs(c: dict) -> list[dict]:
     if not c["corun"]:
         return []
     q = "fp32" if "fp32" in c["quants"] else c["quants"][0]
+    pte = {m for m, s in c.get("sources", {}).items() if "pte" in s}
     return [{"q": q, "a": p["a"], "b": p["b"], "ta": int(p["threads"][0]), "tb": int(p["threads"][1]),
+             "qa": "pte" if p["a"][0] in pte else q, "qb": "pte" if p["b"][0] in pte else q,
              "key": f"{q}/{p['a'][0]}:{p['a'][1]}+{p['b'][0]}:{p['b'][1]}@{p['threads'][0]},{p['threads'][1]}"}
             for p in c["pipeline_pairs"]]
 

@@ -176,7 +176,8 @@ def assemble(state: dict) -> Profile:
         baseline_rss_bytes=int(base["rss"]), baseline_anon_bytes=int(base["anon"]) if base.get("anon") else None,
         storage_read_bytes_per_s=bw["bytes_per_s"], memray=has_memray,
         modules=modules, corun=[CoRun.model_validate(v) for v in state["corun"].values()],
-        pipeline_ops_s={"rank": rank.median, "assemble": assemble_s.median if assemble_s else 0.0},
+        pipeline_ops_s={"rank": rank.median, "assemble": assemble_s.median if assemble_s else 0.0,
+                        **({"decode": Stat.of(base["decode"]["samples"]).median} if "decode" in base else {})},
         pipeline_ops_items={"rank": base["rank"]["items"], **({"assemble": base["assemble"]["items"]} if assemble_s else {})},
         pipeline_ops_bytes={"assemble": base["assemble"]["activation_peak_bytes"]}
         if "activation_peak_bytes" in base.get("assemble", {}) else {},
@@ -265,6 +266,11 @@ def method_text(cfg: dict, whole: dict, device: dict) -> dict:
                                     "write); pipeline_ops_items.assemble = {clips}: the simulator scales by clip "
                                     "count".format(**base["assemble"]["reference"]) if "assemble" in base
                                     else "not measured (0)"),
+        "pipeline_ops_s.decode": ("median seconds to decode one clip's {frames} frames at {frame_size} px from a "
+                                  "{width}x{height}, {fps} fps h264 video with the runner's decoder (a plan's decode:i "
+                                  "step); a user's videos of another size or codec decode at another speed"
+                                  .format(**base["decode"]["reference"]) if "decode" in base
+                                  else "not measured (0: decoding taken as free)"),
         "pipeline_ops_bytes.assemble": "the high-water mark of the assembler's first call above the RSS before it, "
                                        "from a trimmed heap (one clip decoded at a time: not scaled by clip count)",
         "memray": "installed" if has_memray else "not installed: transient_bytes from RSS only",

@@ -59,6 +59,11 @@ def pipeline_targets(pipeline, shape: dict, corun_threads=(1, 1)) -> dict:
             if src.hf and key not in sources:
                 path = p.module_path(name).resolve()
                 sources[key] = {"hf": str(path), "kind": src.kind, "hash": hf.content_hash(path)}
+            elif src.pte and key not in sources:
+                from ..models.sources import manifest
+                path = p.module_path(name).resolve()
+                sources[key] = {"pte": str(path), "kind": src.kind, "manifest": str(manifest(p, name).resolve()),
+                                "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
         for s in p.stages:
             if s.module and OPS[s.op].kinds:
                 shapes.setdefault(module_key(p, s.module), {}).setdefault(s.op, op_shape(s, shape))

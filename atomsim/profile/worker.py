@@ -57,6 +57,8 @@ def weight_files(job) -> list[str]:
     t, src = job.get("target"), job.get("source")
     if t:
         return [t["path"]]
+    if src and "pte" in src:   # a pipeline's program of its own
+        return [src["pte"]]
     if src:   # a pipeline's Hugging Face module
         from atomsim.models import hf
         return [str(p) for p in hf.weight_files(src["hf"], src["kind"], job["quant"], job.get("store"))]
@@ -69,6 +71,9 @@ def load_target(job):
     if t:  # a bare safetensors file (tests: known bytes)
         from safetensors.torch import load_file
         return load_file(t["path"])
+    if src and "pte" in src:
+        from atomsim.models.pte_user import load
+        return load(src["pte"], src["kind"], src["manifest"])
     if src:
         from atomsim.models import hf
         return hf.load(src["hf"], src["kind"], job["quant"], store=job.get("store"))

@@ -197,6 +197,11 @@ def _check_files(p: Pipeline, name: str, where: str) -> None:
         raise ConfigError(f"{where}: field 'hf': {path}: {what}")
     if m.pte and not path.is_file():
         raise ConfigError(f"{where}: field 'pte': {path}: no such file")
+    if m.pte:
+        manifest = Path(p.base_dir or ".") / m.manifest if m.manifest else path.with_suffix(".json")
+        if not manifest.is_file():
+            raise ConfigError(f"{where}: field 'manifest': {manifest}: no such file (a program's manifest says "
+                              "what it takes: docs/pipelines.md)")
 
 
 def _check_op(p: Pipeline, s: Stage, where: str) -> None:
