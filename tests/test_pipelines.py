@@ -204,3 +204,13 @@ def test_validate_measures_a_users_pipeline_with_the_co_run_of_its_lanes(tmp_pat
     paper = load_scenario("scenarios/paper/assembly-pixel_5a.yaml")
     with pytest.raises(ConfigError, match="validate them apart"):
         profile_request([sc, paper.model_copy(update={"models": sc.models})])
+
+
+def test_memory_report_of_a_users_pipeline(tmp_path, capsys):
+    write_scenario(tmp_path)
+    assert main(["report", "memory", "--pipeline", str(tmp_path / "pipe.yaml"), "--profile", str(tmp_path / "profile.json"),
+                 "--devices", "pixel_5a", "pixel_8a", "--preset", "small", "--quant", "fp32", "--policies", "reload",
+                 "reuse-parallel", "--out", str(tmp_path / "mem")]) == 0
+    assert "4/4 combinations simulated" in capsys.readouterr().out
+    table = (tmp_path / "mem" / "memory.md").read_text()
+    assert table.count("| reuse-parallel |") == 2 and table.count("| reload |") == 2

@@ -14,7 +14,10 @@ def _cmd_memory(args) -> int:
     from ..io import check_writable_dir
     from .memory_report import memory_rows, write_memory_report
     check_writable_dir(args.out)
+    from pathlib import Path
+    pipeline = Path(args.pipeline).resolve() if args.pipeline else None
     rows = memory_rows(args.devices, args.preset, args.quant, args.policies, task=args.task, clips=args.clips,
+                       pipeline=pipeline,
                        profile_files=args.profile or ())
     files = write_memory_report(rows, args.out)
     ok = sum(1 for r in rows if not r["error"])
@@ -56,7 +59,8 @@ def register(subparsers) -> None:
                    help="backends (default: torchao-int8)")
     m.add_argument("--policies", nargs="+", default=list(MAIN_POLICIES), choices=POLICIES,
                    help="policies (default: reload reuse-serial reuse-parallel)")
-    m.add_argument("--task", default="assembly", choices=TASKS, help="pipeline (default: assembly)")
+    m.add_argument("--task", default="assembly", choices=TASKS, help="a bundled pipeline (default: assembly)")
+    m.add_argument("--pipeline", metavar="FILE", help="a pipeline file of one's own instead (its profile: --profile)")
     m.add_argument("--clips", type=positive_int, default=5, help="clips in the workload (default 5)")
     m.add_argument("--profile", nargs="+", metavar="FILE", help="profiles to use (default: profiles/<preset>-<device>.json)")
     m.add_argument("--out", required=True, metavar="DIR", help="output directory (tables and plots)")

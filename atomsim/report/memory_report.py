@@ -67,7 +67,7 @@ def missing_in_profile(plan, profile) -> list[str]:
     return missing
 
 
-def memory_rows(devices, presets, quants, policies, task="assembly", clips=5, profile_files=(),
+def memory_rows(devices, presets, quants, policies, task="assembly", clips=5, profile_files=(), pipeline=None,
                 profiles_dir: str | Path | None = None, simulate=None) -> list[dict]:
     from ..plan import make_plan
     from ..schema.profile import load_profile
@@ -94,8 +94,9 @@ def memory_rows(devices, presets, quants, policies, task="assembly", clips=5, pr
                     if prof is None:
                         continue
                     try:
-                        sc = scenario_from_mapping({"name": f"{dev}-{preset}-{quant}-{pol}", "device": dev,
-                                                    "workload": {"task": task, "clips": clips},
+                        what = {"pipeline": str(pipeline), "workload": {"clips": clips}} if pipeline else \
+                            {"workload": {"task": task, "clips": clips}}
+                        sc = scenario_from_mapping({"name": f"{dev}-{preset}-{quant}-{pol}", "device": dev, **what,
                                                     "models": {"preset": preset, "quant": quant}, "policy": pol}, "report")
                         sc = sc.with_changes(**{"device.ram_bytes": UNLIMITED_RAM})
                         missing = missing_in_profile(make_plan(sc), prof)
