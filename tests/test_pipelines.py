@@ -214,3 +214,20 @@ def test_memory_report_of_a_users_pipeline(tmp_path, capsys):
     assert "4/4 combinations simulated" in capsys.readouterr().out
     table = (tmp_path / "mem" / "memory.md").read_text()
     assert table.count("| reuse-parallel |") == 2 and table.count("| reload |") == 2
+
+
+def test_the_first_call_after_each_load_pays_its_set_up(tmp_path):
+    """A profile with the caption op's first call 1.0 s above its median: reuse-serial pays it once,
+    reload once per request (each request loads the tagger again); without it, nothing changes."""
+    from atomsim.schema.profile import load_profile
+    sc = load_scenario(write_scenario(tmp_path, requests=2))
+    plain = load_profile(tmp_path / "profile.json")
+    cap = plain.modules["decoder/fp32"].ops["caption"]
+    first = cap.model_copy(update={"first_call_s": Stat.of([1.6, 1.6, 1.6]), "first_call_threads": 1})
+    mods = {**plain.modules, "decoder/fp32": plain.modules["decoder/fp32"].model_copy(
+        update={"ops": {**plain.modules["decoder/fp32"].ops, "caption": first}})}
+    with_first = plain.model_copy(update={"modules": mods})
+    e2e = {(p, which): simulate(sc, prof, policy=p).summary["e2e_s"]
+           for p in ("reload", "reuse-serial") for which, prof in (("plain", plain), ("first", with_first))}
+    assert e2e[("reuse-serial", "first")] - e2e[("reuse-serial", "plain")] == pytest.approx(1.0)
+    assert e2e[("reload", "first")] - e2e[("reload", "plain")] == pytest.approx(2.0)

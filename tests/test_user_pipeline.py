@@ -60,6 +60,8 @@ def test_the_profile_measures_every_module_at_its_stages_shapes(user):
     assert cap["ops"]["caption"]["shape"] == {"beam": 2, "tokens": 6, "frames": 4, "frame_size": 64}
     assert prof["modules"]["lm/fp32"]["ops"]["generate"]["shape"]["tokens"] == 8
     assert cap["params"] > 0 and cap["file_bytes"] > 0 and cap["load"]["cold_s"]["samples"]
+    # each op's first call since the load, at the first thread count measured
+    assert cap["ops"]["caption"]["first_call_threads"] == 1 and cap["ops"]["caption"]["first_call_s"]["samples"]
     # a clip's decoding, with the runner's decoder at the frames asked (no longer taken as free)
     assert prof["pipeline_ops_s"]["decode"] > 0 and "4 frames at 64 px" in prof["method"]["pipeline_ops_s.decode"]
     # the two per-clip stages on different modules run side by side under reuse-parallel: co-run

@@ -64,6 +64,8 @@ def module_profile(preset, model, quant, loads_cold, loads_warm, memray_r, ops_r
                      heap_retained_bytes=max(r["heap_retained_by_threads"].values()) if r.get("heap_retained_by_threads") else None,
                      heap_retained_by_threads=r.get("heap_retained_by_threads"),
                      activation_peak_rounds=r.get("activation_peak_rounds"),
+                     **({"first_call_s": Stat.of(r["first_call_s"]), "first_call_threads": r["first_call_threads"]}
+                        if r.get("first_call_s") else {}),
                      **({"planned_activation_bytes": r["planned_activation_bytes"]} if "planned_activation_bytes" in r else {}))
     after_load = int(_med([r["resident"] for r in both]))
     used = (ops_r or {}).get("resident_after_ops")
@@ -130,8 +132,11 @@ def merge_rounds(rounds: list) -> dict:
                       "warmups": [x for rd in rounds for x in rd["ops"].get(op, {}).get("latency", {}).get(t, {}).get("warmups", [])]}
         mops = [rd["ops"][op] for rd in mem if rd["ops"].get(op, {}).get("activation_peak_by_threads")]
         figs = {k: _med_fig([o.get(k) for o in mops]) for k in ("activation_peak_by_threads", "heap_retained_by_threads")}
+        firsts = [rd["ops"][op]["first_call"] for rd in mem if (rd["ops"].get(op) or {}).get("first_call")]
         out["ops"][op] = dict(r0, latency=lat, **{k: v for k, v in figs.items() if v is not None},
-                              activation_peak_rounds=[max(o["activation_peak_by_threads"].values()) for o in mops])
+                              activation_peak_rounds=[max(o["activation_peak_by_threads"].values()) for o in mops],
+                              first_call_s=[f["seconds"] for f in firsts if f["threads"] == firsts[0]["threads"]],
+                              first_call_threads=firsts[0]["threads"] if firsts else None)
     return out
 
 

@@ -317,7 +317,7 @@ def _ops_in_lane(job, files, mem) -> dict:
             continue
         inputs = mod.example_inputs(op, **shape)
         fn = getattr(mod, op)
-        lat, peaks, retained, method = {}, {}, {}, None
+        lat, peaks, retained, method, first_call = {}, {}, {}, None, None
         warmups, slow = max(1, job.get("warmups", 1)), op in cold_ok
         for t in threads:
             torch.set_num_threads(int(t))
@@ -325,12 +325,16 @@ def _ops_in_lane(job, files, mem) -> dict:
             if mem:
                 peaks[str(t)], retained[str(t)], method, dt = op_memory(fn, inputs)
                 first = [dt]
+                # the op's first call since the load (the most threads come first): what a runner's
+                # first call after each load pays again (one-time set-up: a tiny captioner's 0.6 s
+                # against 0.25 s for the next calls)
+                first_call = first_call or {"threads": int(t), "seconds": dt}
             warm, xs = sample_op(fn, inputs, n, 0 if (slow or first) else warmups, job.get("min_samples", n), budget)
             warm = first + warm
             slow = slow or (bool(budget) and min(warm + xs) > budget / max(1, job.get("samples_total", n)))
             lat[str(t)] = {"samples": xs, "warmups": warm}
         res[op] = {"latency": lat, "slow": slow, "input_bytes": input_bytes(inputs),
-                   "items": _items(op, shape, inputs), "shape": shape}
+                   "items": _items(op, shape, inputs), "shape": shape, "first_call": first_call}
         if mem:
             res[op].update(activation_peak_by_threads=peaks, peak_method=method, heap_retained_by_threads=retained)
     if callable(getattr(mod, "planned_activation_bytes", None)):   # an ExecuTorch program: read once,

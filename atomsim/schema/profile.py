@@ -105,6 +105,10 @@ class Op(BaseModel):
     input_bytes: int = Field(default=0, ge=0)
     items: int = Field(default=1, gt=0)   # inputs in the profiled call; latency scales linearly
     shape: dict = {}
+    # the op's first call since its module's load (one sample a round, at `first_call_threads`):
+    # the simulator charges what it takes above the median to each first call after a load
+    first_call_s: Stat | None = None
+    first_call_threads: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _threads(self):

@@ -15,6 +15,9 @@ done and the lane is free.
   what the allocator kept of released frames; when the last step reading them returns
   (`encode:i`), clip i's frames are released, and the allocator keeps them (counted as
   activations) until the next decode reuses them or a load or free trims the heap.
+- the first call of an op since its module was loaded takes, on top, what the profile's first
+  call took above its median (`first_call_s`: one-time set-up, e.g. a tiny captioner's first
+  caption 0.6 s against 0.25 s; not in profiles taken before 2026-12-03, which keep their figures).
 - module-less run step (`decode`, `rank`, `assemble`): `profile.pipeline_ops_s[op]` seconds (0 if
   absent), scaled by items the same way when `pipeline_ops_items[op]` is given; 1 thread.
 - wait step (between requests): `args.seconds` of wall time, no CPU.
@@ -80,6 +83,20 @@ def op_curve(profile: Profile, plan: Plan, step: Step) -> tuple[LatencyCurve, st
         factor *= step.args["tokens"] / float(op.shape["tokens"])
     points = {int(k): v.median for k, v in op.latency_s.items()}
     return LatencyCurve(points, factor), f"{ref.key}:{step.op}"
+
+
+def first_call_curve(op, curve: LatencyCurve) -> LatencyCurve:
+    """The first call of an op since its module's load: the profile's first-call time above its
+    median at that thread count (one-time set-up, not scaled by items or tokens) on top of the
+    curve. Unchanged where the profile did not measure it (`first_call_s`: profiles from
+    2026-12-03 on)."""
+    first = getattr(op, "first_call_s", None)
+    if first is None:
+        return curve
+    extra = max(0.0, first.median - op.latency(int(op.first_call_threads or 1)))
+    if extra <= 0:
+        return curve
+    return LatencyCurve({t: v * curve.factor + extra for t, v in zip(curve.ts, curve.lats)})
 
 
 def step_curves(profile: Profile, plan: Plan) -> dict[str, tuple[LatencyCurve, str | None]]:
@@ -152,6 +169,7 @@ class Engine:
         self.held = 0                       # freed heap the allocator keeps (until a trim), counted in activations
         self.oom_event: dict | None = None
         self.runtime_kept = 0               # baseline growth from freed modules' first-use state
+        self.called: set[tuple[str, str]] = set()   # (instance, op) run since the instance's load
         # (request, clip) -> bytes of the clip's decoded frames (the first reader's profiled input),
         # from its decode until its last reader returns (`self.releases`)
         self.frames: dict[tuple, int] = {}
@@ -244,6 +262,9 @@ class Engine:
         inputs = peak = kept = 0
         if s.instance is not None:
             op = self.profile.modules[self.plan.instances[s.instance].key].ops[s.op]
+            if (s.instance, s.op) not in self.called:
+                self.called.add((s.instance, s.op))
+                curve = first_call_curve(op, curve)
             inputs = 0 if s.id in self.reads_frames else op.input_bytes   # frames: counted from their decode
             peak = op.activation_peak_bytes
             kept = min(op.heap_retained_bytes or 0, peak)
@@ -270,6 +291,7 @@ class Engine:
     def _load(self, s: Step):
         ref = self.plan.instances[s.instance]
         m = self.profile.modules[ref.key]
+        self.called = {c for c in self.called if c[0] != s.instance}   # its ops' first calls come again
         transient = m.load.temporaries_bytes()
         warm = self.mem.cache.has(ref.key)
         self.loads.append({"step": s.id, "module": ref.key, "request": s.request, "t_s": self.env.now,
