@@ -331,7 +331,7 @@ def test_options_have_help():
 def test_top_k_above_the_clip_count_is_said(tmp_path, capsys):
     sc = scenario(tmp_path, PAPER_SCENARIO.replace("top_k: 3", "top_k: 8"))
     assert cli(["simulate", sc, "--policy", "reload", "--no-png", "--out", tmp_path / "o"]) == EXIT_OK
-    assert "top_k 8 is above the clip count 3: every clip is chosen" in capsys.readouterr().err
+    assert "top_k 8 is above the clip count 3: every clip is in the top k" in capsys.readouterr().err
 
 
 def test_validate_on_a_directory_without_scenarios_is_refused_before_any_work(tmp_path, capsys):
