@@ -112,10 +112,12 @@ def touch(paths, chunk: int = 8 << 20) -> int:
 def scratch_file(directory, size: int, prefix: str, chunk: bytes):
     """A file of about `size` bytes (whole `chunk`s, at least one) written to disk (fsync) in
     `directory`; yields (path, bytes); removed afterwards. For timing storage and page-cache reads."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=prefix, dir=directory)
+    from .io import writing
+    with writing(Path(directory) / f"{prefix}*"):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with writing(name), os.fdopen(fd, "wb") as f:   # a full disk: one line naming the file
             for _ in range(max(1, size // len(chunk))):
                 f.write(chunk)
             f.flush()

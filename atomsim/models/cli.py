@@ -56,33 +56,57 @@ def _mb(n) -> str:
     return f"{n / 1e6:,.1f}"
 
 
+# an ExecuTorch program's size is estimated as its weights' (exported from fp32; XNNPACK's int8 as torchao's)
+PROGRAM_ESTIMATE = {"executorch-xnnpack": "fp32", "executorch-xnnpack-int8": "torchao-int8"}
+NEEDS_EXTRA = "needs the executorch extra"
+
+
+def _has_executorch() -> bool:
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _size_cell(pr, m, q, root, estimate: int, can_build: bool = True) -> str:
+    """Bytes on disk of a built module (every weight file it reads), else the estimate (or why it cannot be built)."""
+    from . import store as st
+    files = st.weight_files(pr, m, q, root)
+    if files[0].exists() and (files[0].parent / "atomsim.json").exists():
+        return _mb(sum(f.stat().st_size for f in files if f.exists())) + " (built)"
+    return "~" + _mb(estimate) if can_build else NEEDS_EXTRA
+
+
+def _table(head, rows) -> str:
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in [head] + rows)
+
+
 def cmd_list(args) -> int:
-    from .specs import BACKENDS, MODELS, PRESETS, check, default_store
+    """Two tables: the torch backends, then the ExecuTorch programs (`models build --quant` takes all)."""
+    from .specs import BACKENDS, EXECUTORCH_BACKENDS, MODELS, PRESETS, check, default_store
     presets = args.preset or list(PRESETS)
     for pr in presets:
         check(preset=pr)
     from pathlib import Path
-    from . import spec, store as st
+    from . import spec
     root = Path(args.store) if args.store else default_store()
-    head = ["preset", "model", "params"] + [f"{q} MB" for q in BACKENDS]
-    rows = []
+    et = _has_executorch()
+    rows, et_rows = [], []
     for pr in presets:
         for m in MODELS:
             s = spec(pr, m)
-            cells = [pr, m, f"{s.params / 1e6:,.1f}M"]
-            for q in BACKENDS:
-                f = st.weight_files(pr, m, q, root)[0]
-                if f.exists() and (f.parent / "atomsim.json").exists():
-                    cells.append(_mb(f.stat().st_size) + " (built)")
-                else:
-                    cells.append("~" + _mb(s.param_bytes[q]))
-            rows.append(cells)
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+            rows.append([pr, m, f"{s.params / 1e6:,.1f}M"] + [_size_cell(pr, m, q, root, s.param_bytes[q])
+                                                             for q in BACKENDS])
+            et_rows.append([pr, m] + [_size_cell(pr, m, q, root, s.param_bytes[PROGRAM_ESTIMATE[q]], et)
+                                      for q in EXECUTORCH_BACKENDS])
     out = sys.stdout
-    out.write("  ".join(h.ljust(w) for h, w in zip(head, widths)) + "\n")
-    for r in rows:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "\n")
-    out.write(f"store: {root}   (~ = estimated from shapes and dtypes; (built) = file size on disk)\n")
+    out.write(_table(["preset", "model", "params"] + [f"{q} MB" for q in BACKENDS], rows))
+    out.write("\nExecuTorch programs (XNNPACK, exported from the fp32 weights by `models build --quant Q`):\n")
+    out.write(_table(["preset", "model"] + [f"{q} MB" for q in EXECUTORCH_BACKENDS], et_rows))
+    extra = "" if et else f"; {NEEDS_EXTRA}: pip install -e '.[executorch]'"
+    out.write(f"store: {root}   (~ = estimated from shapes and dtypes; (built) = file size on disk{extra})\n")
     return 0
 
 

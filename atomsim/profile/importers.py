@@ -9,6 +9,7 @@ No torch at import time; the ETDump reader imports executorch.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,10 +108,28 @@ def _get(path, obj, key, where, kind=None):
     value = obj[key]
     if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)):
         raise bad(path, f"{where}{key}", f"expected {getattr(kind, '__name__', 'a number')}, got {value!r}")
+    if kind in (NUM, int):
+        figure(path, value, f"{where}{key}")
     return value
 
 
 NUM = (int, float)
+
+
+def figure(path, value, fld):
+    """A tool's figure (a time, a size, a count): refused, naming the file and field, when it is not
+    a finite number of 0 or more."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad(path, fld, f"not a finite number ({value})")
+    if value < 0:
+        raise bad(path, fld, f"negative ({value}); a time, size or count is 0 or more")
+    return value
+
+
+def _samples(values) -> bool:
+    """A non-empty list of positive finite numbers."""
+    return isinstance(values, list) and bool(values) and all(
+        isinstance(v, NUM) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
 
 
 def read_minibench(path, data) -> Reading:
@@ -155,8 +174,8 @@ def read_minibench(path, data) -> Reading:
 def _us_stat(summary, many, one, path, where):
     values = summary.get(many)
     if isinstance(values, list) and values:
-        if not all(isinstance(v, NUM) and v > 0 for v in values):
-            raise bad(path, f"{where}{many}", "expected a list of positive microseconds")
+        if not _samples(values):
+            raise bad(path, f"{where}{many}", "expected a list of positive microseconds (finite numbers)")
         return Stat.of([v / 1e6 for v in values])
     if summary.get(one) is not None:
         return Stat.point(_get(path, summary, one, where, NUM) / 1e6)
@@ -179,6 +198,7 @@ def read_aihub(path, data) -> Reading:
                 warm_s=_us_stat(s, "all_warm_load_times", "warm_load_time", path, where))
     inc = s.get("inference_memory_increase_range")
     if isinstance(inc, list) and len(inc) == 2 and all(isinstance(v, NUM) for v in inc):
+        figure(path, inc[1], f"{where}inference_memory_increase_range[1]")
         r.activation_peak_bytes = int(inc[1])   # the high end: memory the inference adds
     for k in ("inference_memory_peak_range", "first_load_memory_peak_range", "warm_load_memory_peak_range",
               "first_load_memory_increase_range", "warm_load_memory_increase_range", "estimated_inference_peak_memory"):
@@ -194,7 +214,9 @@ def _bench_row(path, row, i):
     for k in ("n_prompt", "n_gen", "n_threads"):
         _get(path, row, k, f"[{i}].", int)
     ns = row.get("samples_ns")
-    if isinstance(ns, list) and ns and all(isinstance(v, NUM) and v > 0 for v in ns):
+    if isinstance(ns, list) and ns and all(isinstance(v, NUM) for v in ns) and not _samples(ns):
+        raise bad(path, f"[{i}].samples_ns", "expected a list of positive nanoseconds (finite numbers)")
+    if _samples(ns):
         return Stat.of([v / 1e9 for v in ns])
     return Stat.point(_get(path, row, "avg_ns", f"[{i}].", NUM) / 1e9)
 

@@ -267,10 +267,10 @@ class Session:
         sa, sb = shared_threads(ta, tb, self.cores)
         shapes = {m: c["op_shapes"][m] if "op_shapes" in c else op_shapes(m, c["shape"]) for m in (ma, mb)}
         side = {k: v for k, v in self.job(ma, q).items() if k not in ("model", "quant", "source")}
-        qa, qb = pair.get("qa", q), pair.get("qb", q)
+        q_a, q_b = pair.get("q_a", q), pair.get("q_b", q)
         res = self.w.run({**side, "mode": "corun", "samples": 1,
-                          "a": {**self.job(ma, qa), "op": opa, "shape": shapes[ma][opa], "threads": ta, "alone_threads": sa},
-                          "b": {**self.job(mb, qb), "op": opb, "shape": shapes[mb][opb], "threads": tb, "alone_threads": sb}})
+                          "a": {**self.job(ma, q_a), "op": opa, "shape": shapes[ma][opa], "threads": ta, "alone_threads": sa},
+                          "b": {**self.job(mb, q_b), "op": opb, "shape": shapes[mb][opb], "threads": tb, "alone_threads": sb}})
         for part in ("alone", "together"):
             for i in (0, 1):
                 cr[part][i] += res[part][i]
@@ -317,7 +317,7 @@ class Session:
         for pair in self.pairs:
             key, q, ta, tb = pair["key"], pair["q"], pair["ta"], pair["tb"]
             if key not in st["corun"]:
-                a, b = (f"{m}/{pair.get(side, q)}:{op}" for (m, op), side in ((pair["a"], "qa"), (pair["b"], "qb")))
+                a, b = (f"{m}/{pair.get(side, q)}:{op}" for (m, op), side in ((pair["a"], "q_a"), (pair["b"], "q_b")))
                 st["corun"][key] = corun_profile(a, b, (ta, tb), shared_threads(ta, tb, self.cores),
                                                  st["corun_rounds"][key])
                 self.save()
@@ -363,7 +363,7 @@ def session_pairs(c: dict) -> list[dict]:
     q = "fp32" if "fp32" in c["quants"] else c["quants"][0]
     pte = {m for m, s in c.get("sources", {}).items() if "pte" in s}
     return [{"q": q, "a": p["a"], "b": p["b"], "ta": int(p["threads"][0]), "tb": int(p["threads"][1]),
-             "qa": "pte" if p["a"][0] in pte else q, "qb": "pte" if p["b"][0] in pte else q,
+             "q_a": "pte" if p["a"][0] in pte else q, "q_b": "pte" if p["b"][0] in pte else q,
              "key": f"{q}/{p['a'][0]}:{p['a'][1]}+{p['b'][0]}:{p['b'][1]}@{p['threads'][0]},{p['threads'][1]}"}
             for p in c["pipeline_pairs"]]
 

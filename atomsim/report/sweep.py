@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..io import atomic_path, atomic_write_text, check_writable_dir, sigint_held
+from ..io import atomic_path, atomic_write_text, check_writable_dir, sigint_held, writing
 from .study import DEFAULT_SIMULATE, RESULT_COLUMNS, Study, load_study, run_chunk
 
 PARTIAL = "points.partial.jsonl"
@@ -138,7 +138,7 @@ def run_sweep(study: Study | str | Path, out_dir: str | Path, *, workers: int = 
     done = _read_partial(partial, fp)
     resumed = len(done)
     todo = [i for i in range(study.size()) if i not in done]
-    with open(partial, "w") as f:   # rewrite: header + the rows kept (drops a torn last line)
+    with writing(partial), open(partial, "w") as f:   # rewrite: header + the rows kept (drops a torn last line)
         f.write(json.dumps({"study": fp, "name": study.name}) + "\n")
         for i in sorted(done):
             f.write(json.dumps(done[i]) + "\n")
@@ -147,7 +147,7 @@ def run_sweep(study: Study | str | Path, out_dir: str | Path, *, workers: int = 
         from tqdm import tqdm
         bar = tqdm(total=study.size(), initial=resumed, unit="pt", desc=f"sweep {study.name}", dynamic_ncols=True)
     try:
-        with open(partial, "a") as f:
+        with writing(partial), open(partial, "a") as f:
             for rows in _executor_map(study.payload(), chunks_of(todo, workers, chunk_size), workers, dask,
                                       simulate, processes):
                 for r in rows:

@@ -207,7 +207,7 @@ def _execute(sc, prep, store, out_dir, bar, log):
                     assemble_fn=lambda chosen, name, r: assemble(chosen, out_dir / _video_name(name, r)))
     trace = Trace.for_plan(plan, "measured", scenario=sc.name, preset=sc.models.preset, clips=len(clips))
     t0 = time.perf_counter()
-    on_sample = (lambda t, b: log.write(kind="memory", t_s=round(t, 6), b=b)) if log else None
+    on_sample = (lambda t, b: log.write(quiet=True, kind="memory", t_s=round(t, 6), b=b)) if log else None
     monitor = MemoryMonitor(trace, t0, inputs_fn=pipe.inputs_bytes, on_sample=on_sample)
     loads: list[dict] = []
 

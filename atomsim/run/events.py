@@ -7,25 +7,41 @@ parent still holds its trace up to the kill (`atomsim run --ram-limit`, limit.py
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from pathlib import Path
 
+from ..io import NoSpaceError, writing
 from ..schema.trace import BREAKDOWN, Trace
 
 
 class EventLog:
+    """On a full disk the log stops (its file closed) and NoSpaceError names it: raised by `write`
+    then and at each later write, except the memory sampler's (`quiet`: its thread has no caller
+    to report to; the next step's record raises it)."""
+
     def __init__(self, path):
         self.path = Path(path)
-        self.f = open(self.path, "w", encoding="utf-8")
+        with writing(self.path):
+            self.f = open(self.path, "w", encoding="utf-8")
         self.lock = threading.Lock()
+        self.error = None
 
-    def write(self, **record) -> None:
+    def write(self, quiet: bool = False, **record) -> None:
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self.lock:
-            if not self.f.closed:
-                self.f.write(line)
-                self.f.flush()
+            if self.error is None and not self.f.closed:
+                try:
+                    with writing(self.path):
+                        self.f.write(line)
+                        self.f.flush()
+                except NoSpaceError as e:
+                    self.error = e
+                    with contextlib.suppress(OSError):
+                        self.f.close()
+            if self.error is not None and not quiet:
+                raise self.error
 
     def close(self) -> None:
         with self.lock:

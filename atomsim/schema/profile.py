@@ -5,6 +5,7 @@ Every statistic keeps its raw samples, warm-ups apart (pyperf style). `source` i
 """
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Annotated, Literal
@@ -297,6 +298,28 @@ def _not_a_profile(data: dict, source: str) -> str | None:
     return None
 
 
+# Numbers whose sign means something (deltas against the process's baseline), and free-form
+# sections (a device's fingerprint, the command's settings, a tool's own figures, provenance):
+# there only finiteness is checked. Every other number of a profile is a time, a size, a count, a
+# rate or a ratio of them, and is 0 or more.
+SIGNED_FIELDS = frozenset({"resident_anon_bytes", "other_file_bytes"})
+FREE_FORM_FIELDS = frozenset({"device", "method", "settings", "tool_figures", "imported", "warnings"})
+
+
+def check_numbers(data: dict, source: str) -> None:
+    """ProfileError naming the file and the field path of the first number that is NaN or infinite
+    (anywhere), or negative where its meaning forbids it."""
+    from ..io import field_path, numbers
+    for parts, x in numbers(data):
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ProfileError(f"{source}: field '{field_path(parts)}': not a finite number ({x})")
+        if x < 0:
+            keys = [p for p in parts if isinstance(p, str)]
+            if (keys[-1:] or [None])[0] not in SIGNED_FIELDS and not FREE_FORM_FIELDS.intersection(keys):
+                raise ProfileError(f"{source}: field '{field_path(parts)}': negative ({x}); a time, size, count "
+                                   "or rate of a profile is 0 or more")
+
+
 def profile_from_mapping(data: dict, source: str) -> Profile:
     why = _not_a_profile(data, source)
     if why:
@@ -306,6 +329,7 @@ def profile_from_mapping(data: dict, source: str) -> Profile:
     if data["version"] not in SUPPORTED_VERSIONS:
         raise ProfileError(f"{source}: field 'version': unknown profile version {data['version']!r}; "
                            f"this atomsim reads {list(SUPPORTED_VERSIONS)} (re-profile, or upgrade atomsim)")
+    check_numbers(data, source)
     try:
         return Profile.model_validate(data)
     except Exception as e:  # pydantic ValidationError
