@@ -349,6 +349,19 @@ def run(method, *inputs):
     return method.execute(list(inputs))
 
 
+def embed_batches(method, tokenizer, texts: list, rows: int, length: int) -> list:
+    """A text program's output 0 for `texts`: tokenized, padded or truncated to `length` tokens, in
+    batches of the program's `rows` (a short last batch padded by repeating its last text; the
+    padding rows dropped)."""
+    out = []
+    for i in range(0, len(texts), rows):
+        batch = texts[i:i + rows]
+        enc = tokenizer(batch + [batch[-1]] * (rows - len(batch)), padding="max_length", truncation=True,
+                        max_length=length, return_tensors="pt")
+        out.append(run(method, enc["input_ids"], enc["attention_mask"])[0][:len(batch)])
+    return out
+
+
 def greedy(method, embed, prefix_embeds, tokens: int) -> list[int]:
     """The decoder's token loop in Python: prefill with `prefix_embeds` [1, T, H], then one decode
     step per token (the static cache lives in the program). Greedy, batch 1."""

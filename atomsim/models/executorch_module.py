@@ -133,12 +133,7 @@ class ProgramModule(Module):
     def _embed(self, texts):
         import torch
         items, length = self._input_shape("input_ids")
-        texts, out = list(texts), []
-        for i in range(0, len(texts), items):
-            batch = texts[i:i + items]
-            enc = self.tokenizer(batch + [batch[-1]] * (items - len(batch)), padding="max_length", truncation=True,
-                                 max_length=length, return_tensors="pt")
-            out.append(eb.run(self.method, enc["input_ids"], enc["attention_mask"])[0][:len(batch)])
+        out = eb.embed_batches(self.method, self.tokenizer, list(texts), items, length)
         return torch.cat(out) if out else torch.zeros(0, 384)
 
     def caption(self, features, beam=4, tokens=23) -> list[int]:

@@ -109,15 +109,10 @@ class UserProgram:
     def embed(self, texts):
         import torch
 
-        from .executorch_backend import run
+        from .executorch_backend import embed_batches
         with self._session("embed"):
-            rows, length = self._shape("input_ids")
-            texts, out = list(texts), []
-            for i in range(0, len(texts), rows):
-                batch = texts[i:i + rows]
-                enc = self.tokenizer(batch + [batch[-1]] * (rows - len(batch)), padding="max_length", truncation=True,
-                                     max_length=length, return_tensors="pt")
-                out.append(run(self.method, enc["input_ids"], enc["attention_mask"])[0][:len(batch)])
+            texts = list(texts)
+            out = embed_batches(self.method, self.tokenizer, texts, *self._shape("input_ids"))
             vecs = torch.cat(out) if out else torch.zeros(0, 1)
             return torch.nn.functional.normalize(vecs.float().reshape(len(texts), -1), dim=-1)
 
