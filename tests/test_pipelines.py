@@ -231,3 +231,17 @@ def test_the_first_call_after_each_load_pays_its_set_up(tmp_path):
            for p in ("reload", "reuse-serial") for which, prof in (("plain", plain), ("first", with_first))}
     assert e2e[("reuse-serial", "first")] - e2e[("reuse-serial", "plain")] == pytest.approx(1.0)
     assert e2e[("reload", "first")] - e2e[("reload", "plain")] == pytest.approx(2.0)
+
+
+def test_a_sweep_over_a_users_pipeline_and_its_lanes_threads(tmp_path, capsys):
+    import csv
+    write_scenario(tmp_path)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({
+        "name": "mine", "base": "sc.yaml",
+        "grid": {"workload.clips": [1, 4], "policy": ["reload", "reuse-parallel"], "threads.tagger": [1, 2]}}))
+    assert main(["sweep", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "sw")]) == 0
+    rows = list(csv.DictReader((tmp_path / "sw" / "points.csv").open()))
+    assert len(rows) == 8 and all(r["error"] == "" for r in rows)
+    # two threads on the tagger's lane: its steps ask 2 and take 0.8x of one thread's time
+    e2e = {(r["policy"], r["workload.clips"], r["threads.tagger"]): float(r["e2e_s"]) for r in rows}
+    assert e2e[("reuse-parallel", "4", "2")] < e2e[("reuse-parallel", "4", "1")]
