@@ -349,7 +349,8 @@ def load(src_dir, kind: str, quant: str, store=None, verify: bool = False, eager
     wfile = d / _weight_name(quant)
     if verify and sha256(wfile) != meta["files"][wfile.name]["sha256"]:
         raise ModelStoreError(f"weight file {wfile} is corrupt (sha256 mismatch); {fix}")
-    net = load_net(d, kind, quant, meta, eager, fix)
+    config = _auto_config(d, kind)
+    net = load_net(d, config, model_class(config, kind), d / _weight_name(quant), quant, meta, eager, fix)
     tok, image = side_objects(d, kind, net.config)
     gc.collect()
     malloc_trim()

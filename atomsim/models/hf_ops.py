@@ -162,27 +162,24 @@ def read_state(wfile: Path, quant: str, fix: str) -> dict:
                               f"{str(e)[:200]}); {fix}") from e
 
 
-def load_net(d: Path, kind: str, quant: str, meta: dict, eager: bool, fix: str):
-    """The model of store directory `d`: built on the meta device (buffers real), int8 Linears as
-    1x1 placeholders (quant.swap_dynamic_structure), then filled from the state dict by assignment,
-    so the weights are held at most twice during the load and once after it."""
+def load_net(d: Path, config, cls, wfile: Path, quant: str, meta: dict, eager: bool, fix: str):
+    """The model `cls(config)` of store directory `d`: built on the meta device (buffers real), int8
+    Linears as 1x1 placeholders (quant.swap_dynamic_structure), then filled from the state dict in
+    `wfile` by assignment, so the weights are held at most twice during the load and once after it."""
     from . import quant as q
-    from .hf import _auto_config, _weight_name, model_class
     from .store import touch
     from .zoo import meta_params
-    config = _auto_config(d, kind)
-    cls = model_class(config, kind)
     with meta_params(), quiet_transformers():
         net = cls(config)
     if quant == "torch-dynamic-int8":
         if meta.get("conv1d_to_linear"):
             conv1d_to_linear(net)
         q.swap_dynamic_structure(net)
-    sd = read_state(d / _weight_name(quant), quant, fix)
+    sd = read_state(wfile, quant, fix)
     try:
         net.load_state_dict(sd, strict=False, assign=True)
     except Exception as e:
-        raise ModelStoreError(f"weight file {d / _weight_name(quant)} does not fit {cls.__name__} "
+        raise ModelStoreError(f"weight file {wfile} does not fit {cls.__name__} "
                               f"({type(e).__name__}: {str(e)[:200]}); {fix}") from e
     del sd
     if quant == "fp32":
@@ -192,7 +189,7 @@ def load_net(d: Path, kind: str, quant: str, meta: dict, eager: bool, fix: str):
     if quant == "torch-dynamic-int8":
         left += q.check_dynamic_shapes(net)
     if left:
-        raise ModelStoreError(f"weight file {d / _weight_name(quant)} lacks tensors {left[:3]}...; {fix}")
+        raise ModelStoreError(f"weight file {wfile} lacks tensors {left[:3]}...; {fix}")
     if eager:
         touch(net)
     return net.eval()
@@ -238,7 +235,7 @@ class HFModule:
         return int(self.meta.get("params") or 0)
 
     def _need(self, op: str) -> None:
-        from .hf import KIND_OPS
+        from ..schema.ops import KINDS as KIND_OPS   # the op table (hf.KIND_OPS is this)
         if self.net is None:
             raise RuntimeError(f"{self.name} was freed")
         if op not in KIND_OPS[self.kind]:
