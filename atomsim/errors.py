@@ -31,6 +31,10 @@ class VideoError(AtomsimError):
     """A video file cannot be opened or decoded."""
 
 
+class StageError(AtomsimError):
+    """A pipeline stage failed on real data (the runner): names the pipeline's file, the stage, its op."""
+
+
 class OutputError(AtomsimError):
     """An output location cannot be written."""
 

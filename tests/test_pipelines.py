@@ -245,3 +245,21 @@ def test_a_sweep_over_a_users_pipeline_and_its_lanes_threads(tmp_path, capsys):
     # two threads on the tagger's lane: its steps ask 2 and take 0.8x of one thread's time
     e2e = {(r["policy"], r["workload.clips"], r["threads.tagger"]): float(r["e2e_s"]) for r in rows}
     assert e2e[("reuse-parallel", "4", "2")] < e2e[("reuse-parallel", "4", "1")]
+
+
+TYPED = [
+    ("rank on texts", lambda p: stage("rank")(p).update({"in": ["q", "tags"]}), "stage 'rank': field 'in': 'tags' holds text"),
+    ("embed of features", lambda p: stage("index")(p).update({"in": ["features"]}), "'features' holds features"),
+    ("a caption of frames by a feature-captioner", lambda p: stage("tag")(p).update({"in": ["frames"]}),
+     "'frames' holds frames; op 'caption' of a feature-captioner and causal-lm reads features"),
+    ("generate from vectors", lambda p: stage("answer")(p).update({"in": ["prompt", "index"]}), "'index' holds vectors"),
+    ("rank of one value", lambda p: stage("rank")(p).update({"in": ["q"]}), "rank reads two values"),
+]
+
+
+@pytest.mark.parametrize("why,mutate,expect", TYPED, ids=[t[0] for t in TYPED])
+def test_an_input_of_the_wrong_type_is_named_before_any_work(tmp_path, capsys, why, mutate, expect):
+    path = write_scenario(tmp_path, bad(mutate))
+    assert main(["simulate", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "pipe.yaml") in err and expect in err, err

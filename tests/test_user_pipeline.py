@@ -137,3 +137,21 @@ def test_a_checkpoint_of_another_kind_is_named_in_one_line(user, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{tmp_path / 'pipe.yaml'}: module 'lm':" in err and "field 'kind'" in err
     assert "is not a seq2seq-lm architecture" in err
+
+
+def test_a_stage_failing_on_real_data_is_one_line_naming_it(user, tmp_path, capsys):
+    """Query vectors from another encoder than the candidates' (64 against 384 dimensions): the
+    types fit, the rank cannot; the run ends in one line naming the pipeline's file and the stage."""
+    from atomsim.models.hf_make import make_checkpoint
+    make_checkpoint("text-encoder", tmp_path / "wide", size="small")
+    mods = {k: {**v, "hf": str(user / v["hf"])} for k, v in PIPELINE["modules"].items()}
+    mods["wide"] = {"hf": str(tmp_path / "wide"), "kind": "text-encoder"}
+    stages = [dict(s, module="wide") if s["name"] == "query" else s for s in PIPELINE["stages"]]
+    (tmp_path / "pipe.yaml").write_text(yaml.safe_dump({**PIPELINE, "modules": mods, "stages": stages}, sort_keys=False))
+    sc = yaml.safe_load((user / "sc.yaml").read_text())
+    (tmp_path / "sc.yaml").write_text(yaml.safe_dump({**sc, "pipeline": str(tmp_path / "pipe.yaml"), "profile": None}))
+    assert main(["run", str(tmp_path / "sc.yaml"), "--videos", str(user / "v.mp4"), "--store", str(user / "store"),
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'pipe.yaml'}: stage 'rank' (op rank) failed on request 0: RuntimeError" in err[0]
+    assert not (tmp_path / "out" / "results.json").exists()

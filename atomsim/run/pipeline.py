@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 
+from ..errors import AtomsimError, StageError
 from . import ops
 from .video import Clip
 
@@ -65,7 +66,14 @@ class Dataflow:
         module = modules.get(step.instance) if step.instance else None
         args = {**stage.args, **step.args}
         ctx = ops.Context(self.clips, self.w.top_k, self.request, self.assemble_fn, stage.out)
-        out = ops.FUNCTIONS[stage.op](module, self._inputs(stage, step.clip), args, ctx)
+        try:
+            out = ops.FUNCTIONS[stage.op](module, self._inputs(stage, step.clip), args, ctx)
+        except AtomsimError:
+            raise
+        except Exception as e:   # a user's module on real data: one line naming the stage, not a traceback
+            where = f"clip {step.clip}" if stage.per_clip else f"request {self.request}"
+            raise StageError(f"{self.pipe.file or self.pipe.name}: stage {stage.name!r} (op {stage.op}) failed on "
+                             f"{where}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
         with self.lock:
             if stage.per_clip:
                 self.per_clip.setdefault(stage.out, {})[step.clip] = out

@@ -24,20 +24,31 @@ class Op:
     # the last step of the main lane; `inputs`, for the steps making its per-request inputs
     waits: tuple[str, ...] = ()
     doc: str = ""
+    takes: tuple[str, ...] = ()   # the value types it reads (VALUE_TYPES), any of them an input
+    makes: str = ""               # the value type of its out
 
 
 OPS: dict[str, Op] = {op.name: op for op in (
-    Op("decode", "decode", (), True, doc="a clip's frames from its video (implicit: every pipeline whose stages read `frames`)"),
-    Op("encode", "encode", ("vision-encoder",), True, doc="frames -> features"),
+    Op("decode", "decode", (), True, doc="a clip's frames from its video (implicit: every pipeline whose stages read `frames`)",
+       makes="frames"),
+    Op("encode", "encode", ("vision-encoder",), True, doc="frames -> features", takes=("frames",), makes="features"),
     Op("caption", "caption", ("vision2seq", "feature-captioner"), True,
-       doc="frames (vision2seq) or features (feature-captioner) -> text; args beam, tokens"),
-    Op("embed", "index", ("text-encoder",), None, doc="texts -> vectors (L2-normalized); items = the texts embedded"),
-    Op("rank", "rank", (), False, doc="query vectors, candidate vectors -> candidates ranked per query (cosine)"),
+       doc="frames (vision2seq) or features (feature-captioner) -> text; args beam, tokens",
+       takes=("frames", "features"), makes="text"),
+    Op("embed", "index", ("text-encoder",), None, doc="texts -> vectors (L2-normalized); items = the texts embedded",
+       takes=("text",), makes="vectors"),
+    Op("rank", "rank", (), False, doc="query vectors, candidate vectors -> candidates ranked per query (cosine)",
+       takes=("vectors",), makes="ranking"),
     Op("generate", "script", ("causal-lm", "seq2seq-lm"), False, waits=("main",),
-       doc="a prompt made of the stage's text inputs -> text; args tokens"),
+       doc="a prompt made of the stage's text inputs -> text; args tokens", takes=("text", "ranking"), makes="text"),
     Op("assemble", "assemble", (), False, waits=("inputs",),
-       doc="the clips a ranking (and a script naming [clip N]) chooses -> one video"),
+       doc="the clips a ranking (and a script naming [clip N]) chooses -> one video", takes=("text", "ranking"),
+       makes="video"),
 )}
+# the type of each workload value; a stage's out has its op's `makes`
+SOURCE_TYPES = {"frames": "frames", "prompt": "text", "queries": "text"}
+# what a caption op reads, by the kind of the module that runs it
+CAPTION_TAKES = {"vision2seq": "frames", "feature-captioner": "features"}
 
 # Module kinds and the ops each provides. A built-in module of the zoo has the kinds of its model.
 KINDS: dict[str, tuple[str, ...]] = {

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError, valid_names
 from .names import MODELS
-from .ops import BUILTIN_KINDS, HF_KINDS, OPS, PTE_KINDS, SOURCES, ops_of_kinds
+from .ops import BUILTIN_KINDS, CAPTION_TAKES, HF_KINDS, OPS, PTE_KINDS, SOURCE_TYPES, SOURCES, ops_of_kinds
 from .validation import read_mapping, validate
 
 PIPELINE_VERSION = 1
@@ -169,6 +169,7 @@ def check(p: Pipeline, source: str) -> Pipeline:
         pv = p.with_variant(vname)
         for s in pv.stages:
             _check_op(pv, s, f"{source}: variant {vname!r}: stage {s.name!r}")
+            _check_types(pv, s, f"{source}: variant {vname!r}: stage {s.name!r}")
     return p
 
 
@@ -245,6 +246,30 @@ def _check_stage(p: Pipeline, s: Stage, where: str, produced: dict, later: dict)
                               "before it (a cycle, or stages out of order)")
         raise ConfigError(f"{where}: field 'in': nothing produces {v!r} (workload values: "
                           f"{', '.join(SOURCES)}; outs: {', '.join(produced) or 'none yet'})")
+    _check_types(p, s, where)
+
+
+def value_type(p: Pipeline, value: str) -> str:
+    """frames, features, text, vectors, ranking or video: what a value holds."""
+    return SOURCE_TYPES[value] if value in SOURCE_TYPES else OPS[p.producer(value).op].makes
+
+
+def _check_types(p: Pipeline, s: Stage, where: str) -> None:
+    """Each input of the type its op reads (a caption: what its module's kind reads; a rank: query
+    vectors, then candidate vectors)."""
+    op = OPS[s.op]
+    takes = op.takes
+    if s.op == "caption" and s.module:
+        takes = tuple(CAPTION_TAKES[k] for k in p.modules[s.module].kinds() if k in CAPTION_TAKES)
+    for v in s.inputs:
+        t = value_type(p, v)
+        if t not in takes:
+            raise ConfigError(f"{where}: field 'in': {v!r} holds {t}; op {s.op!r}"
+                              f"{' of a ' + ' and '.join(p.modules[s.module].kinds()) if s.module else ''} reads "
+                              f"{' or '.join(takes)}")
+    if s.op == "rank" and len(s.inputs) != 2:
+        raise ConfigError(f"{where}: field 'in': rank reads two values, the query vectors and the candidate "
+                          f"vectors, got {len(s.inputs)}")
 
 
 def pipeline_from_mapping(data: dict, source: str, base_dir: Path | None = None) -> Pipeline:
