@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atomsim",
         description="Profile, simulate, run and validate reload vs reuse schedules of "
-        "video-language pipelines on phones (the Atom paper).",
+        "multi-model pipelines on phones: the Atom paper's, bundled, or your own pipeline file "
+        "(docs/pipelines.md).",
     )
     parser.add_argument("--version", action="version", version=f"atomsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

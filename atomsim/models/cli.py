@@ -5,7 +5,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("models", help="list and build the module zoo (model store)")
+    p = subparsers.add_parser("models", help="list and build the module zoo (model store); make user-style checkpoints")
     sub = p.add_subparsers(dest="models_command", metavar="{list,build,export,checkpoint}")
     ls = sub.add_parser("list", help="presets, modules, parameter counts and bytes on disk per backend")
     ls.add_argument("--preset", action="append", help="preset (repeatable; default: all)")

@@ -10,7 +10,8 @@ from ..errors import ConfigError
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("profile", help="measure load, op and memory costs of a preset's modules on this device",
+    p = subparsers.add_parser("profile", help="measure load, op and memory costs of a preset's or a pipeline's modules "
+                              "on this device",
                               description="Measure every module of a preset under each backend into a profile "
                               "(JSON). Subcommands: show FILE, compare A B, export FILE --pyperf OUT, import FILE ..." + (", project ..." if _project() else "") + ".")
     p.add_argument("--preset", help="tiny | small | paper (the zoo's modules; with --pipeline default small)")
