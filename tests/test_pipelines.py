@@ -263,3 +263,13 @@ def test_an_input_of_the_wrong_type_is_named_before_any_work(tmp_path, capsys, w
     assert main(["simulate", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path / "pipe.yaml") in err and expect in err, err
+
+
+def test_simulate_takes_policies_as_report_memory_does(tmp_path, capsys):
+    path = write_scenario(tmp_path)
+    assert main(["simulate", str(path), "--policies", "reload", "baseline-resident", "--policy", "reuse-serial",
+                 "--out", str(tmp_path / "o"), "--no-png"]) == 0
+    assert sorted(d.name for d in (tmp_path / "o").iterdir()) == ["baseline-resident", "reload", "reuse-serial"]
+    from atomsim.cli import build_parser
+    helptext = "".join(build_parser()._subparsers._group_actions[0].choices["simulate"].format_help().split())
+    assert "reload,reuse-serial,reuse-parallel,baseline-resident" in helptext   # argparse wraps at hyphens
