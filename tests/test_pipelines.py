@@ -270,6 +270,8 @@ def test_simulate_takes_policies_as_report_memory_does(tmp_path, capsys):
     assert main(["simulate", str(path), "--policies", "reload", "baseline-resident", "--policy", "reuse-serial",
                  "--out", str(tmp_path / "o"), "--no-png"]) == 0
     assert sorted(d.name for d in (tmp_path / "o").iterdir()) == ["baseline-resident", "reload", "reuse-serial"]
+    # --policy takes one: the scenario after it stays the scenario
+    assert main(["simulate", "--policy", "reuse-parallel", str(path), "--out", str(tmp_path / "p"), "--no-png"]) == 0
     from atomsim.cli import build_parser
     helptext = "".join(build_parser()._subparsers._group_actions[0].choices["simulate"].format_help().split())
     assert "reload,reuse-serial,reuse-parallel,baseline-resident" in helptext   # argparse wraps at hyphens

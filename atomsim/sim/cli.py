@@ -14,9 +14,11 @@ def register(sub) -> None:
                        description="Simulate SCENARIO (YAML) under each --policy; write DIR/<policy>/"
                        "{summary.json,trace.json,timeline.png} and print a comparison table.")
     p.add_argument("scenario", help="scenario YAML file")
-    p.add_argument("--policy", "--policies", action="extend", nargs="+", metavar="P",
-                   help="policies to simulate: reload, reuse-serial, reuse-parallel, baseline-resident (repeatable, "
-                   "or several after one --policies; default: reload, reuse-serial, reuse-parallel and the scenario's)")
+    p.add_argument("--policy", action="append", metavar="P",
+                   help="a policy to simulate: reload, reuse-serial, reuse-parallel, baseline-resident (repeatable; "
+                   "default: reload, reuse-serial, reuse-parallel and the scenario's)")
+    p.add_argument("--policies", dest="policy", action="extend", nargs="+", metavar="P",
+                   help="several policies at once, as `report memory` takes them")
     p.add_argument("--profile", metavar="FILE", help="profile JSON (default: the scenario's `profile`)")
     p.add_argument("--clips", type=int, metavar="N", help="override the clip count")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
