@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError, ModelStoreError, valid_names
@@ -267,7 +266,7 @@ def build(src_dir, kind: str, quant: str, store=None, progress=None) -> Path:
     import torch
     _check_quant(quant)
     check_kind(src_dir, kind)
-    from .store import _save_weights, check_writable, install
+    from .store import _save_weights, check_writable, staged
     src = Path(src_dir).resolve()
     st = check_writable(_store(store))
     h = _cached_hash(src, st)
@@ -289,17 +288,12 @@ def build(src_dir, kind: str, quant: str, store=None, progress=None) -> Path:
         say(f"{src.name}/{quant}: quantize")
         from .hf_ops import quantize_int8
         net, conv1d = quantize_int8(net)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{quant}.tmp-"))
     try:
-        wname = _weight_name(quant)
-        tied = _save_weights(net, quant, tmp / wname)
-        _copy_side_files(src, tmp)
-        atomic_write_json(tmp / "atomsim.json", _meta(src, h, kind, quant, cls, params, tied, conv1d, tmp / wname))
-        install(tmp, final, quant)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged(final, quant) as tmp:
+            wname = _weight_name(quant)
+            tied = _save_weights(net, quant, tmp / wname)
+            _copy_side_files(src, tmp)
+            atomic_write_json(tmp / "atomsim.json", _meta(src, h, kind, quant, cls, params, tied, conv1d, tmp / wname))
     finally:
         del net
         gc.collect()

@@ -32,13 +32,10 @@ KINDS = ("vision-encoder", "text-encoder")
 QUANT = "pte"
 
 
-def manifest_path(program, manifest=None) -> Path:
-    return Path(manifest) if manifest else Path(program).with_suffix(".json")
-
-
-def read_manifest(program, kind: str, manifest=None) -> dict:
-    """The program's manifest, checked against its kind; ConfigError naming the file and field."""
-    p = manifest_path(program, manifest)
+def read_manifest(program, kind: str, manifest) -> dict:
+    """The program's manifest (its path: schema.pipeline `manifest_path`), checked against its kind;
+    ConfigError naming the file and field."""
+    p = Path(manifest)
     try:
         m = json.loads(p.read_text())
     except OSError as e:
@@ -137,7 +134,7 @@ class UserProgram:
         malloc_trim()
 
 
-def load(program, kind: str, manifest=None) -> UserProgram:
+def load(program, kind: str, manifest) -> UserProgram:
     """Load a program of one's own (its manifest read and checked first)."""
     import os
     m = read_manifest(program, kind, manifest)
@@ -145,7 +142,7 @@ def load(program, kind: str, manifest=None) -> UserProgram:
     if kind == "text-encoder":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoTokenizer
-        tok_dir = manifest_path(program, manifest).parent / m["tokenizer"]
+        tok_dir = Path(manifest).parent / m["tokenizer"]
         tok = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
     mod = UserProgram(Path(program), kind, m, tok)
     gc.collect()

@@ -12,10 +12,8 @@ def _source(pipeline, name):
 
 
 def manifest(pipeline, name):
-    """A program's manifest path (its `manifest`, else `<program>.json` beside it)."""
-    src = pipeline.modules[name]
-    from pathlib import Path
-    return Path(pipeline.base_dir or ".") / src.manifest if src.manifest else pipeline.module_path(name).with_suffix(".json")
+    """A program's manifest path (schema.pipeline: its `manifest`, else `<program>.json`)."""
+    return pipeline.manifest_path(name)
 
 
 def build(pipeline, name, ref, preset, store) -> None:

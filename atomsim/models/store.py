@@ -9,6 +9,7 @@ it into place only when complete.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -136,7 +137,6 @@ def _save_weights(net, quant: str, path: Path) -> dict:
 
 def build(preset, model, quant, store=None, progress=None, seed=specs.SEED, force=False) -> Path:
     """Build (preset, model, quant) into the store; idempotent; atomic. Returns the directory."""
-    import torch
     specs.check(preset, model, quant)
     if quant in specs.EXECUTORCH_BACKENDS:   # a program exported from the fp32 weights
         from .executorch_module import build as build_program
@@ -153,45 +153,60 @@ def build(preset, model, quant, store=None, progress=None, seed=specs.SEED, forc
     params = zoo.count_params(net)
     say(f"{preset}/{model}/{quant}: quantize")
     q.quantize(net, quant)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{quant}.tmp-"))
     try:
-        say(f"{preset}/{model}/{quant}: save")
-        wname = weight_name(quant)
-        tied = _save_weights(net, quant, tmp / wname)
-        if model == "sentence-encoder":
-            src = minilm_dir()
-            shutil.copy2(src / "config.json", tmp / "config.json")
-            for n in TOKENIZER_FILES:
-                if (src / n).exists():
-                    shutil.copy2(src / n, tmp / n)
-        else:
-            (tmp / "config.json").write_text(dumps_json(specs.arch_config(preset, model)))
-        import transformers
-        try:
-            import torchao
-            ao_version = torchao.__version__
-        except Exception:  # pragma: no cover
-            ao_version = None
-        meta = {
-            "format": FORMAT, "preset": preset, "model": model, "quant": quant,
-            "seed": None if model == "sentence-encoder" else seed,
-            "real_weights": model == "sentence-encoder", "params": params,
-            "engine": torch.backends.quantized.engine if quant == "torch-dynamic-int8" else None,
-            "versions": {"torch": torch.__version__, "torchao": ao_version,
-                         "transformers": transformers.__version__},
-            "tied": tied,
-            "files": {wname: {"bytes": (tmp / wname).stat().st_size, "sha256": sha256(tmp / wname)}},
-        }
-        atomic_write_json(tmp / "atomsim.json", meta)
-        install(tmp, final, quant)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged(final, quant) as tmp:
+            _save_zoo(net, preset, model, quant, seed, params, tmp, say)
     finally:
         del net
     say(f"{preset}/{model}/{quant}: done")
     return final
+
+
+def _save_zoo(net, preset, model, quant, seed, params, tmp: Path, say) -> None:
+    """Weights, config (and the sentence encoder's tokenizer files), atomsim.json into `tmp`."""
+    import torch
+    say(f"{preset}/{model}/{quant}: save")
+    wname = weight_name(quant)
+    tied = _save_weights(net, quant, tmp / wname)
+    if model == "sentence-encoder":
+        src = minilm_dir()
+        shutil.copy2(src / "config.json", tmp / "config.json")
+        for n in TOKENIZER_FILES:
+            if (src / n).exists():
+                shutil.copy2(src / n, tmp / n)
+    else:
+        (tmp / "config.json").write_text(dumps_json(specs.arch_config(preset, model)))
+    import transformers
+    try:
+        import torchao
+        ao_version = torchao.__version__
+    except Exception:  # pragma: no cover
+        ao_version = None
+    meta = {
+        "format": FORMAT, "preset": preset, "model": model, "quant": quant,
+        "seed": None if model == "sentence-encoder" else seed,
+        "real_weights": model == "sentence-encoder", "params": params,
+        "engine": torch.backends.quantized.engine if quant == "torch-dynamic-int8" else None,
+        "versions": {"torch": torch.__version__, "torchao": ao_version,
+                     "transformers": transformers.__version__},
+        "tied": tied,
+        "files": {wname: {"bytes": (tmp / wname).stat().st_size, "sha256": sha256(tmp / wname)}},
+    }
+    atomic_write_json(tmp / "atomsim.json", meta)
+
+
+@contextlib.contextmanager
+def staged(final: Path, quant: str):
+    """A temporary directory beside `final` to build into, installed as `final` when the block
+    succeeds, removed when it fails."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{quant}.tmp-"))
+    try:
+        yield tmp
+        install(tmp, final, quant)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def install(tmp: Path, final: Path, quant: str) -> None:

@@ -16,6 +16,7 @@ values start afresh.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 from ..errors import AtomsimError, StageError
 from . import ops
@@ -28,7 +29,8 @@ class Dataflow:
     def __init__(self, pipeline, clips: list[Clip], workload, assemble_fn=None):
         self.pipe, self.clips, self.w = pipeline, clips, workload
         self.assemble_fn = assemble_fn   # assemble_fn(clips, out_name, request) -> output path
-        self.frame_readers = [s.name for s in pipeline.stages if "frames" in s.inputs]
+        # per-clip stages reading each value (released after the last), and what requests keep
+        self.readers = Counter(v for s in pipeline.stages if s.per_clip for v in s.inputs)
         self.kept = {v for s in pipeline.stages if not s.per_clip for v in s.inputs}
         self.request = 0
         self.done_requests: list[dict] = []
@@ -112,9 +114,8 @@ class Dataflow:
     def _release(self, stage, clip) -> None:
         """Drop a clip's per-clip inputs that no later stage reads (frames after their last reader)."""
         for v in stage.inputs:
-            readers = [s.name for s in self.pipe.stages if s.per_clip and v in s.inputs]
             n = self.consumed[(v, clip)] = self.consumed.get((v, clip), 0) + 1
-            if n < len(readers) or v in self.kept:
+            if n < self.readers[v] or v in self.kept:
                 continue
             if v == "frames":
                 self.clips[clip].frames = None

@@ -106,6 +106,11 @@ class Pipeline(_Strict):
     def uses_queries(self) -> bool:
         return any("queries" in s.inputs for s in self.stages)
 
+    def manifest_path(self, name: str) -> Path:
+        """A program module's manifest: its `manifest` (relative to this file), else `<program>.json`."""
+        m = self.modules[name]
+        return Path(self.base_dir or ".") / m.manifest if m.manifest else self.module_path(name).with_suffix(".json")
+
     def module_path(self, name: str) -> Path | None:
         src = self.modules[name]
         rel = src.hf or src.pte
@@ -199,7 +204,7 @@ def _check_files(p: Pipeline, name: str, where: str) -> None:
     if m.pte and not path.is_file():
         raise ConfigError(f"{where}: field 'pte': {path}: no such file")
     if m.pte:
-        manifest = Path(p.base_dir or ".") / m.manifest if m.manifest else path.with_suffix(".json")
+        manifest = p.manifest_path(name)
         if not manifest.is_file():
             raise ConfigError(f"{where}: field 'manifest': {manifest}: no such file (a program's manifest says "
                               "what it takes: docs/pipelines.md)")
@@ -277,10 +282,15 @@ def pipeline_from_mapping(data: dict, source: str, base_dir: Path | None = None)
     return check(p, source)
 
 
+def is_file_ref(ref) -> bool:
+    """A pipeline file's path rather than a bundled pipeline's name."""
+    return "/" in str(ref) or str(ref).endswith((".yaml", ".yml", ".json"))
+
+
 def load_pipeline(ref: str | Path, base_dir: Path | None = None) -> Pipeline:
     """A bundled pipeline by name (`assembly`), or a pipeline file (relative to `base_dir`)."""
     ref_s = str(ref)
-    if not ref_s.endswith((".yaml", ".yml", ".json")) and "/" not in ref_s:
+    if not is_file_ref(ref_s):
         path = BUNDLED / f"{ref_s}.yaml"
         if not path.exists():
             raise ConfigError(valid_names("bundled pipeline", ref_s, bundled_names()) + " (or a pipeline file's path)")
@@ -303,7 +313,7 @@ def scenario_pipeline(scenario) -> Pipeline:
     """The pipeline a scenario names (`pipeline`, else its workload's task), read once per file
     version (sweeps simulate one scenario many times)."""
     ref = scenario.pipeline or scenario.workload.task
-    path = BUNDLED / f"{ref}.yaml" if "/" not in ref and not ref.endswith((".yaml", ".yml", ".json")) else Path(ref)
+    path = Path(ref) if is_file_ref(ref) else BUNDLED / f"{ref}.yaml"
     try:
         key = (str(path), path.stat().st_mtime_ns)
     except OSError:

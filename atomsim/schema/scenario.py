@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..errors import ConfigError, valid_names
 from .names import BACKENDS as TORCH_BACKENDS, EXECUTORCH_BACKENDS, POLICIES, PRESETS, TASKS
+from .pipeline import is_file_ref, scenario_pipeline
 from .validation import read_mapping, validate
 
 BACKENDS = TORCH_BACKENDS + EXECUTORCH_BACKENDS
@@ -294,16 +295,10 @@ def scenario_from_mapping(data: dict, source: str, base_dir: Path | None = None)
     if base_dir is not None:
         for field in ("profile", "pipeline"):
             value = getattr(scenario, field)
-            if value and (field == "profile" or _is_path(value)) and not Path(value).is_absolute():
+            if value and (field == "profile" or is_file_ref(value)) and not Path(value).is_absolute():
                 scenario = scenario.model_copy(update={field: str((base_dir / value).resolve())})
-    from .pipeline import scenario_pipeline
     scenario_pipeline(scenario)   # read and check it now: its errors name its file, stage and field
     return scenario
-
-
-def _is_path(value: str) -> bool:
-    """A file path rather than a bundled pipeline's name."""
-    return "/" in value or value.endswith((".yaml", ".yml", ".json"))
 
 
 def load_scenario(path: str | Path) -> Scenario:
