@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "atomsim.run.cli",        # run
     "atomsim.validate.cli",   # validate
     "atomsim.report.cli",     # report memory, sweep
+    "atomsim.report.search_cli",  # search
 )
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from atomsim.errors import ConfigError
 from atomsim.plan import POLICY_BUILDERS, make_plan
-from atomsim.schema.names import POLICIES, TASKS
+from atomsim.schema.names import FIXED_POLICIES as POLICIES, TASKS
 from test_sim_helpers import make_scenario
 
 

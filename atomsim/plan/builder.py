@@ -82,8 +82,9 @@ class Builder:
     def load(self, module, lane="main", deps=()):
         return self.add(self._nth(f"load:{module}"), "load", "load", lane, instance=module, deps=deps)
 
-    def free(self, module, lane="main", deps=()):
-        return self.add(self._nth(f"free:{module}"), "free", "free", lane, instance=module, deps=deps)
+    def free(self, module, lane="main", deps=(), **why):
+        """`why`: a budget policy's reason for an eviction (plan/budget.py), kept in the step's args."""
+        return self.add(self._nth(f"free:{module}"), "free", "free", lane, instance=module, deps=deps, **why)
 
     def _nth(self, name: str) -> str:
         """`name`, or `name#k` for its k-th use in one request (reload of a module two phases use)."""

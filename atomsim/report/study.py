@@ -29,8 +29,11 @@ from ..schema.validation import read_mapping, validate
 
 DEVICE_ALIASES = ("device", "device.ram_gb", "device.storage_read_mb_s")
 RESULT_COLUMNS = ("e2e_s", "lower_bound_s", "peak_bytes", *(f"{k}_bytes" for k in BREAKDOWN),
-                  "ram_bytes", "oom", "energy_j", "cpu_busy_s", "error")
+                  "ram_bytes", "oom", "energy_j", "cpu_busy_s", "loads", "cold_loads", "read_bytes", "error")
 DEFAULT_SIMULATE = "atomsim.sim:simulate"
+# a grid field whose values are mappings of fields -> values, each applied as the point's own
+# (`atomsim search` lists its candidates so: they are no product of independent fields)
+CHANGES = "changes"
 
 
 def leaf_fields(data: dict, prefix: str = "") -> list[str]:
@@ -94,6 +97,7 @@ class Study:
     def scenario(self, values: dict) -> Scenario:
         data = copy.deepcopy(self.base)
         src = f"study {self.name!r} point {values}"
+        values = {**{f: v for f, v in values.items() if f != CHANGES}, **values.get(CHANGES, {})}
         if "device" in values:
             data["device"] = resolve_device(values["device"], src)
         for f, v in values.items():
@@ -151,7 +155,11 @@ def study_from_mapping(data: dict, source: str, base_dir: Path) -> Study:
     clean = {}
     for f, vs in grid.items():
         f = str(f)
-        if f not in fields and not (f.startswith("models.quant_by_model.") and f.count(".") == 2):
+        if f == CHANGES and isinstance(vs, list) and all(isinstance(v, dict) for v in vs):
+            bad = sorted({k for v in vs for k in v if k not in fields and k not in DEVICE_ALIASES})
+            if bad:
+                raise ConfigError(f"{source}: grid field {f!r}: {', '.join(bad)} is not a scenario field")
+        elif f not in fields and not (f.startswith("models.quant_by_model.") and f.count(".") == 2):
             raise ConfigError(f"{source}: grid field {f!r} is not a scenario field; valid fields: {', '.join(fields)}")
         if not isinstance(vs, list) or not vs:
             raise ConfigError(f"{source}: grid field {f!r}: expected a non-empty list of values, got {vs!r}")
@@ -217,7 +225,9 @@ def evaluate(study: Study, index: int, simulate: str = DEFAULT_SIMULATE) -> dict
         row.update({"e2e_s": float(s["e2e_s"]),
                     "lower_bound_s": None if s.get("lower_bound_s") is None else float(s["lower_bound_s"]),
                     "peak_bytes": int(s["peak_bytes"]), "ram_bytes": int(sc.device.ram_bytes),
-                    "oom": bool(s.get("oom")), **{f"{k}_bytes": int(b.get(k, 0)) for k in BREAKDOWN}})
+                    "oom": bool(s.get("oom")), **{f"{k}_bytes": int(b.get(k, 0)) for k in BREAKDOWN},
+                    "loads": len(s.get("loads") or ()), "cold_loads": s.get("cold_loads"),
+                    "read_bytes": sum(int(ld.get("read_bytes", 0)) for ld in s.get("loads") or ())})
         parts = energy_parts(res.trace if getattr(res, "trace", None) is not None else s, sc.device)
         row["energy_j"], row["cpu_busy_s"] = parts["energy_j"], parts["cpu_busy_s"]
     except AtomsimError as e:

@@ -279,6 +279,8 @@ def _finish(sc, prep, trace, monitor, pipe, loads, out_dir) -> RunResult:
         "loads": match_loads(plan, loads),
         "memory_events": monitor.events, "outcome": "completed"})
     summary["peak_bytes"], summary["breakdown_bytes"] = int(peak), {k: int(v) for k, v in breakdown.items()}
+    if plan.evictions():   # a budget policy's frees, each with its reason (the simulator's summary has the same)
+        summary["evictions"] = plan.evictions()
     from ..schema.energy import add_energy
     summary = add_energy(summary, trace, sc.device)
 

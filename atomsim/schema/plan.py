@@ -70,6 +70,11 @@ class Plan:
             return step.op == "encode"
         return "frames" in self.pipeline.stage(step.node).inputs
 
+    def evictions(self) -> list[dict]:
+        """The frees a budget policy decided, each with its reason (plan/budget.py)."""
+        return [{"step": s.id, "module": s.instance, **s.args} for s in self.steps
+                if s.kind == "free" and "evicted_by" in s.args]
+
     def to_dict(self) -> dict:
         return {
             "version": self.version, "task": self.task, "policy": self.policy, "clips": self.clips,

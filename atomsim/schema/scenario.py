@@ -216,6 +216,15 @@ class Threads(Strict):
         return int(extra.get(lane) or (extra.get(module) if module else None) or 1)
 
 
+class Schedule(Strict):
+    """How a budget policy (plan/budget.py) schedules: `lanes` serial (one lane, the per-clip
+    stages one after another) or parallel (each per-clip stage on its lane, as reuse-parallel);
+    `modules`: per module `keep` (never evicted once loaded), `reload` (freed after each phase
+    that uses it) or `rule` (the default: kept while the plan fits, evicted by the policy's rule)."""
+    lanes: Literal["serial", "parallel"] = "serial"
+    modules: dict[str, Literal["keep", "reload", "rule"]] = {}
+
+
 class Scenario(Strict):
     name: str = "scenario"
     device: Device
@@ -223,6 +232,7 @@ class Scenario(Strict):
     models: Models = Models()
     policy: str = "reuse-parallel"
     threads: Threads = Threads()
+    schedule: Schedule = Schedule()    # budget policies only
     profile: str | None = None
     # the pipeline: a bundled name or a pipeline file (relative to this file); default: workload.task
     pipeline: str | None = None

@@ -43,7 +43,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, policy: str | N
         if not scenario.profile:
             raise ConfigError(f"scenario {scenario.name!r}: field 'profile': missing (give a profile file)")
         profile = load_profile(scenario.profile)
-    plan = make_plan(scenario, policy, clips)
+    plan = make_plan(scenario, policy, clips, profile=profile)
     warm = scenario.page_cache == "warm"
     meta = {"scenario": scenario.name, "device": scenario.device.name, "profile_source": profile.source,
             "ram_bytes": scenario.device.ram_bytes}
@@ -57,6 +57,9 @@ def simulate(scenario: Scenario, profile: Profile | None = None, policy: str | N
         "warm_loads": sum(1 for ld in loads if ld["warm"]), "page_cache_evictions": eng.mem.cache.evictions,
         "events": eng.env.processed, "completed": eng.oom_event is None,
     }
+    evictions = plan.evictions()
+    if evictions:   # budget policies: which module was freed for what (fixed policies have none)
+        extra["evictions"] = evictions
     summary = summary_dict(eng.trace, scenario=scenario.name, lower_bound_s=bound,
                            oom=eng.oom_event is not None, oom_event=eng.oom_event, extra=extra)
     from ..schema.energy import add_energy   # pure arithmetic (appendix F.7 power model), no torch

@@ -15,7 +15,8 @@ def register(sub) -> None:
                        "{summary.json,trace.json,timeline.png} and print a comparison table.")
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--policy", action="append", metavar="P",
-                   help="a policy to simulate: reload, reuse-serial, reuse-parallel, baseline-resident (repeatable; "
+                   help="a policy to simulate: reload, reuse-serial, reuse-parallel, baseline-resident, or a budget "
+                   "policy budget-lru, budget-cost, budget-belady, budget-optimal (repeatable; "
                    "default: reload, reuse-serial, reuse-parallel and the scenario's)")
     p.add_argument("--policies", dest="policy", action="extend", nargs="+", metavar="P",
                    help="several policies at once, as `report memory` takes them")
@@ -31,11 +32,11 @@ def register(sub) -> None:
 
 def _policies(requested, scenario_policy: str) -> list[str]:
     from ..errors import ConfigError, valid_names
-    from ..plan import POLICY_BUILDERS
+    from ..schema.names import POLICIES
     pols = list(requested) if requested else ["reload", "reuse-serial", "reuse-parallel", scenario_policy]
     for p in pols:
-        if p not in POLICY_BUILDERS:
-            raise ConfigError(valid_names("policy", p, POLICY_BUILDERS))
+        if p not in POLICIES:
+            raise ConfigError(valid_names("policy", p, POLICIES))
     return list(dict.fromkeys(pols))
 
 
@@ -76,7 +77,7 @@ def _check_profile(scenario, profile, prof_path, policies, clips, scenario_path)
     too: it is the table's reference)."""
     from ..plan import make_plan
     from ..schema.profile import check_profile_fits
-    keys = {ref.key for p in policies for ref in make_plan(scenario, p, 1).instances.values()}
+    keys = {ref.key for p in policies for ref in make_plan(scenario, p, 1, profile=profile).instances.values()}
     check_profile_fits(profile, prof_path, scenario.models.preset, keys, scenario_path)
 
 

@@ -1,0 +1,49 @@
+"""`atomsim search SCENARIO --ram SIZE [--ram SIZE ...] --out DIR`: the fastest schedule that fits
+each budget (report/search.py). Exit 0; 3 when some budget is below what every schedule needs
+(the minimum is printed; the others' files are written); 2 on bad input."""
+from __future__ import annotations
+
+import sys
+
+from ..args import positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "search", help="the fastest schedule that fits each RAM budget, and the time-vs-RAM front",
+        description="Simulate every schedule of SCENARIO (fixed policies with their threads and queue; budget "
+        "policies budget-lru, budget-cost, budget-belady, budget-optimal with serial or parallel lanes and per "
+        "module keep/reload/rule; every variant of the pipeline's modules) at each --ram budget. Writes "
+        "DIR/candidates.csv and .parquet, DIR/pareto.csv, DIR/pareto.png, DIR/search.json and "
+        "DIR/best-<SIZE>.yaml per budget (a scenario that simulate, run and validate take). Resumes when rerun.")
+    p.add_argument("scenario", help="scenario YAML file (its profile: `profile:` or --profile)")
+    p.add_argument("--ram", action="append", required=True, metavar="SIZE",
+                   help="a RAM budget, e.g. 4GB, 3500MB, 3.5GiB (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--profile", metavar="FILE", help="profile JSON (default: the scenario's `profile`)")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="local worker processes (default 1)")
+    p.add_argument("--dask", metavar="ADDR", help="a Dask scheduler address (tcp://HOST:PORT) instead of local workers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_search)
+
+
+def cmd_search(args) -> int:
+    from ..errors import EXIT_OK, EXIT_OOM
+    from .search import parse_budgets, run_search
+    from .search_out import budget_lines
+    budgets = parse_budgets(args.ram)
+    res = run_search(args.scenario, budgets, args.out, profile=args.profile, workers=args.workers, dask=args.dask,
+                     progress=not args.no_progress and sys.stderr.isatty())
+    n = len({r["schedule"] for r in res.rows})
+    print(f"{n} schedules x {len(budgets)} budgets simulated ({res.resumed} resumed); front of {len(res.pareto)}; "
+          f"wrote {args.out}/candidates.csv, pareto.csv, pareto.png, search.json and best-<SIZE>.yaml")
+    for line in budget_lines(res):
+        print("  " + line)
+    short = [label for label, _ in budgets if res.best[label] is None]
+    if short:
+        least = res.minimum_bytes()
+        need = f"the least any schedule needs is {least / 1e9:.3f} GB ({least} bytes)" if least else \
+            "no schedule completes at any budget given"
+        print(f"atomsim: error: budget {', '.join(short)}: no schedule fits; {need}", file=sys.stderr)
+        return EXIT_OOM
+    return EXIT_OK

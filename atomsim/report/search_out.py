@@ -1,0 +1,129 @@
+"""What `atomsim search` writes (report/search.py): the candidate table (CSV, Parquet), the front,
+a scenario per budget, search.json and the picture. Every file is written atomically."""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..io import atomic_path, atomic_write_json, atomic_write_text
+from ..schema.scenario import set_dotted
+from ..schema.trace import BREAKDOWN
+from .search import SEARCH_VERSION, SearchResult
+
+SETTINGS = ("policy", "variant", "schedule.lanes", "schedule.modules", "threads.*", "workload.queue_size")
+FIGURES = ("ram_bytes", "fits", "completed", "oom", "e2e_s", "lower_bound_s", "peak_bytes", "charged_peak_bytes",
+           *(f"{k}_bytes" for k in BREAKDOWN), "loads", "cold_loads", "read_bytes", "energy_j", "cpu_busy_s", "error")
+
+
+def columns(rows: list[dict]) -> list[str]:
+    threads = sorted({k for r in rows for k in r if k.startswith("threads.")})
+    return ["schedule", *[c for c in SETTINGS if c != "threads.*"], *threads, *FIGURES]
+
+
+def to_csv(rows: list[dict], cols: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in cols])
+    return buf.getvalue()
+
+
+def write_parquet(rows: list[dict], cols: list[str], path: Path) -> Path | None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return None
+    data = {}
+    for c in cols:
+        vals = [r.get(c) for r in rows]
+        kinds = {type(v) for v in vals if v is not None}
+        if kinds == {int, float}:
+            vals = [None if v is None else float(v) for v in vals]
+        elif len(kinds) > 1:
+            vals = [None if v is None else str(v) for v in vals]
+        data[c] = vals
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(data), tmp)
+    return path
+
+
+def best_scenario(base: dict, row: dict, ram_bytes: int) -> dict:
+    """The scenario of a candidate at a budget, as `simulate`, `run` and `validate` read it."""
+    data = copy.deepcopy(base)
+    for k, v in row["changes"].items():
+        set_dotted(data, k, v)
+    data["device"]["ram_bytes"] = int(ram_bytes)
+    data["name"] = f"{base['name']}-best-{row['schedule']}"
+    return data
+
+
+def write_outputs(res: SearchResult, sc, base: dict, out: Path) -> list[Path]:
+    import yaml
+    cols = columns(res.rows)
+    files = [out / "candidates.csv", out / "pareto.csv"]
+    atomic_write_text(files[0], to_csv(res.rows, cols))
+    atomic_write_text(files[1], to_csv(res.pareto, cols))
+    pq = write_parquet(res.rows, cols, out / "candidates.parquet")
+    files += [pq] if pq else []
+    for label, n in res.budgets:
+        row = res.best[label]
+        if row is None:
+            continue
+        path = out / f"best-{label}.yaml"
+        data = best_scenario(base, row, n)
+        head = (f"# atomsim search: the fastest schedule that fits {label} ({n} bytes): "
+                f"e2e {row['e2e_s']:.3f} s, peak {row['peak_bytes']} bytes, "
+                f"{row['charged_peak_bytes']} as a RAM limit counts it (simulated)\n")
+        atomic_write_text(path, head + yaml.safe_dump(data, sort_keys=False))
+        files.append(path)
+    atomic_write_json(out / "search.json", summary(res, sc))
+    files.append(out / "search.json")
+    from .search_plot import plot_front
+    files.append(plot_front(res, out / "pareto.png"))
+    return files
+
+
+def brief(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    keep = ("schedule", "policy", "variant", "schedule.lanes", "schedule.modules", "workload.queue_size",
+            "e2e_s", "peak_bytes", "charged_peak_bytes", "loads", "cold_loads", "read_bytes", "energy_j")
+    return {k: row.get(k) for k in keep if k in row} | {k: v for k, v in row.items() if k.startswith("threads.")}
+
+
+def summary(res: SearchResult, sc) -> dict:
+    per = {}
+    for label, n in res.budgets:
+        b, f = res.best[label], res.best_fixed[label]
+        gain = None if not (b and f) else round(100 * (f["e2e_s"] - b["e2e_s"]) / f["e2e_s"], 3)
+        per[label] = {"ram_bytes": n, "best": brief(b), "best_fixed": brief(f), "faster_than_fixed_pct": gain,
+                      "fits": sum(1 for r in res.rows if r["ram_bytes"] == n and r["fits"])}
+    return {"version": SEARCH_VERSION, "scenario": sc.name, "device": sc.device.name, "profile": sc.profile,
+            "candidates": len({r["schedule"] for r in res.rows}), "rows": len(res.rows),
+            "minimum_bytes": res.minimum_bytes(), "budgets": per, "pareto": [brief(r) for r in res.pareto]}
+
+
+def budget_lines(res: SearchResult) -> list[str]:
+    """What the CLI prints per budget."""
+    gb = 1e9
+    lines = []
+    for label, n in res.budgets:
+        b, f = res.best[label], res.best_fixed[label]
+        if b is None:
+            lines.append(f"{label}: nothing fits")
+            continue
+        lines.append(f"{label}: best {b['policy']} ({b['variant']}, {b.get('schedule.lanes') or '-'}, "
+                     f"{b.get('schedule.modules') or '-'}) e2e {b['e2e_s']:.2f} s, peak {b['charged_peak_bytes'] / gb:.2f} GB"
+                     + (f"; best fixed policy {f['policy']} e2e {f['e2e_s']:.2f} s, peak {f['charged_peak_bytes'] / gb:.2f} GB"
+                        f" ({100 * (f['e2e_s'] - b['e2e_s']) / f['e2e_s']:.1f}% slower)" if f else
+                        "; no fixed policy fits"))
+    return lines
+
+
+def read_search(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
