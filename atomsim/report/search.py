@@ -86,8 +86,12 @@ def parallel_threads(sc: Scenario) -> list[dict]:
     return out
 
 
-def space(sc: Scenario) -> list[dict]:
-    """Every candidate: a mapping of scenario fields -> values."""
+def space(sc: Scenario, policies=None) -> list[dict]:
+    """Every candidate (of `policies`, default all): a mapping of scenario fields -> values."""
+    from ..errors import valid_names
+    for p in policies or ():
+        if p not in FIXED_POLICIES + BUDGET_POLICIES:
+            raise ConfigError("--policies: " + valid_names("policy", p, FIXED_POLICIES + BUDGET_POLICIES))
     pipe = scenario_pipeline(sc)
     serial = [{"threads.main": t} for t in thread_options(sc.device.cores)]
     parallel = [{**th, "workload.queue_size": q} for th in parallel_threads(sc) for q in QUEUES]
@@ -104,6 +108,7 @@ def space(sc: Scenario) -> list[dict]:
                     for s in settings:
                         out.append({"policy": policy, "variant": variant, "schedule.lanes": lanes,
                                     "schedule.modules": chosen, **s})
+    out = [c for c in out if not policies or c["policy"] in policies]
     if not out:
         raise ConfigError(f"scenario {sc.name!r}: the search space is empty")
     return out
@@ -122,7 +127,7 @@ def describe(changes: dict) -> dict:
 # ---- running the candidates
 def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_dir: str | Path, *,
                profile: str | None = None, workers: int = 1, dask: str | None = None,
-               progress: bool = False) -> SearchResult:
+               progress: bool = False, policies=None, processes: bool = True) -> SearchResult:
     """Simulate every candidate at every budget (resumable), then write the tables, the best
     scenario per budget and the picture."""
     from ..io import check_writable_dir
@@ -133,7 +138,7 @@ def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_di
     prof = profile or sc.profile
     if not prof:
         raise ConfigError(f"{scenario_path}: field 'profile': missing (give --profile FILE)")
-    cands = space(sc)
+    cands = space(sc, policies)
     base = sc.model_dump()
     for lane in clip_lanes(sc):   # every lane's threads a field of the base, so that a point may set it
         base["threads"].setdefault(lane, 1)
@@ -143,7 +148,8 @@ def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_di
     from ..schema.profile import load_profile
     from ..sim.engine import uncharged_baseline
     uncharged = uncharged_baseline(load_profile(study.profile))
-    res = run_sweep(study, out / "points", workers=workers, dask=dask, progress=progress, plots=False)
+    res = run_sweep(study, out / "points", workers=workers, dask=dask, progress=progress, plots=False,
+                    processes=processes)
     rows = [candidate_row(r, i // len(budgets), points[i], uncharged) for i, r in enumerate(res.rows)]
     result = summarize(rows, budgets)
     result.resumed = res.resumed

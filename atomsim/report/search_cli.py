@@ -21,6 +21,9 @@ def register(sub) -> None:
                    help="a RAM budget, e.g. 4GB, 3500MB, 3.5GiB (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--profile", metavar="FILE", help="profile JSON (default: the scenario's `profile`)")
+    p.add_argument("--policies", nargs="+", metavar="P",
+                   help="search only these policies (default: reload, reuse-serial, reuse-parallel, baseline-resident, "
+                   "budget-lru, budget-cost, budget-belady, budget-optimal)")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="local worker processes (default 1)")
     p.add_argument("--dask", metavar="ADDR", help="a Dask scheduler address (tcp://HOST:PORT) instead of local workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -33,7 +36,7 @@ def cmd_search(args) -> int:
     from .search_out import budget_lines
     budgets = parse_budgets(args.ram)
     res = run_search(args.scenario, budgets, args.out, profile=args.profile, workers=args.workers, dask=args.dask,
-                     progress=not args.no_progress and sys.stderr.isatty())
+                     policies=args.policies, progress=not args.no_progress and sys.stderr.isatty())
     n = len({r["schedule"] for r in res.rows})
     print(f"{n} schedules x {len(budgets)} budgets simulated ({res.resumed} resumed); front of {len(res.pareto)}; "
           f"wrote {args.out}/candidates.csv, pareto.csv, pareto.png, search.json and best-<SIZE>.yaml")

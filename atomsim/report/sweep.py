@@ -180,6 +180,8 @@ def _cell(v):
         return ""
     if isinstance(v, float):
         return repr(v)
+    if isinstance(v, (dict, list)):   # a grid value that is a mapping (`changes`) or a list: as JSON
+        return json.dumps(v, sort_keys=True)
     return v
 
 
@@ -205,6 +207,8 @@ def write_tables(study: Study, rows: list[dict], out: Path) -> list[Path]:
     data = {}
     for c in cols:
         vals = [r.get(c) for r in rows]
+        if any(isinstance(v, (dict, list)) for v in vals):
+            vals = [None if v is None else _cell(v) for v in vals]
         kinds = {type(v) for v in vals if v is not None}
         if len(kinds) > 1 and not kinds <= {int, float}:
             vals = [None if v is None else str(v) for v in vals]   # a grid mixing types: as text
