@@ -10,7 +10,8 @@ set to it: budget policies plan for it, the page cache lives in it) by the sweep
 
 - DIR/candidates.csv and .parquet: a row per candidate and budget: its settings, e2e_s,
   peak_bytes, the breakdown, loads and bytes read, energy, and `fits` (it completed without
-  running out of memory: its charged memory stayed under the budget);
+  running out of memory in the budget less a margin, `--margin`, default 5%: the simulator's
+  peaks are within about that of measured ones, and a run planned to the last byte is killed);
 - DIR/pareto.csv: the candidates that fit, not beaten on both e2e and peak by another;
 - DIR/best-<SIZE>.yaml per budget (named as given: `--ram 4GB` -> best-4GB.yaml): a scenario of the
   fastest candidate that fits, which `simulate`, `run` and `validate` take as they are;
@@ -30,6 +31,9 @@ from ..schema.pipeline import scenario_pipeline
 from ..schema.scenario import Scenario, load_scenario
 
 MARKS = ("rule", "keep", "reload")
+# headroom kept below each budget: the RAM fidelity band (docs/fidelity-ram.md: simulated peaks
+# within 5% of measured ones); a schedule simulated at 0.5% under a limit was killed 2 runs of 3
+MARGIN_PCT = 5.0
 QUEUES = (1, 2, 4)
 SEARCH_VERSION = 1
 
@@ -43,6 +47,7 @@ class SearchResult:
     pareto: list[dict]
     files: list[Path] = field(default_factory=list)
     resumed: int = 0
+    margin_pct: float = MARGIN_PCT
 
     def minimum_bytes(self) -> int | None:
         """The least peak any candidate reached while completing (what the smallest budget needs)."""
@@ -125,11 +130,19 @@ def describe(changes: dict) -> dict:
 
 
 # ---- running the candidates
+def plan_ram(budget: int, margin_pct: float) -> int:
+    """The RAM a schedule is planned and simulated in for a budget: the budget less the margin."""
+    return int(budget * (1 - margin_pct / 100))
+
+
 def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_dir: str | Path, *,
                profile: str | None = None, workers: int = 1, dask: str | None = None,
-               progress: bool = False, policies=None, processes: bool = True) -> SearchResult:
-    """Simulate every candidate at every budget (resumable), then write the tables, the best
-    scenario per budget and the picture."""
+               progress: bool = False, policies=None, processes: bool = True,
+               margin_pct: float = MARGIN_PCT) -> SearchResult:
+    """Simulate every candidate at every budget less `margin_pct` (resumable), then write the
+    tables, the best scenario per budget and the picture."""
+    if not 0 <= margin_pct < 100:
+        raise ConfigError(f"--margin: a percentage from 0 to under 100, got {margin_pct}")
     from ..io import check_writable_dir
     from .study import CHANGES, study_from_mapping
     from .sweep import run_sweep
@@ -142,7 +155,7 @@ def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_di
     base = sc.model_dump()
     for lane in clip_lanes(sc):   # every lane's threads a field of the base, so that a point may set it
         base["threads"].setdefault(lane, 1)
-    points = [{**c, "device.ram_bytes": n} for c in cands for _, n in budgets]
+    points = [{**c, "device.ram_bytes": plan_ram(n, margin_pct)} for c in cands for _, n in budgets]
     study = study_from_mapping({"name": f"search-{sc.name}", "base": base, "grid": {CHANGES: points},
                                 "profile": str(Path(prof).resolve())}, str(scenario_path), Path(scenario_path).parent)
     from ..schema.profile import load_profile
@@ -150,22 +163,25 @@ def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_di
     uncharged = uncharged_baseline(load_profile(study.profile))
     res = run_sweep(study, out / "points", workers=workers, dask=dask, progress=progress, plots=False,
                     processes=processes)
-    rows = [candidate_row(r, i // len(budgets), points[i], uncharged) for i, r in enumerate(res.rows)]
+    rows = [candidate_row(r, i // len(budgets), points[i], uncharged, budgets[i % len(budgets)][1])
+            for i, r in enumerate(res.rows)]
     result = summarize(rows, budgets)
+    result.margin_pct = margin_pct
     result.resumed = res.resumed
     from .search_out import write_outputs
     result.files = write_outputs(result, sc, base, out)
     return result
 
 
-def candidate_row(point: dict, schedule: int, changes: dict, uncharged: int) -> dict:
-    """A table row; `charged_peak_bytes`: the peak as the RAM limit counts it (the simulator's
-    out-of-memory rule: process memory less the runtime's shared-library pages), which a budget
-    is compared with."""
+def candidate_row(point: dict, schedule: int, changes: dict, uncharged: int, budget: int) -> dict:
+    """A table row; `ram_bytes`: its budget; `plan_ram_bytes`: the RAM it was planned and
+    simulated in (the budget less the margin); `charged_peak_bytes`: the peak as the RAM limit
+    counts it (the simulator's out-of-memory rule: process memory less the runtime's
+    shared-library pages). It fits when it completed in `plan_ram_bytes`."""
     row = {"schedule": schedule, **describe({k: v for k, v in changes.items() if k != "device.ram_bytes"}),
            **{k: v for k, v in point.items() if k not in ("index", "changes")}}
     row["changes"] = changes
-    row["ram_bytes"] = changes["device.ram_bytes"]
+    row["ram_bytes"], row["plan_ram_bytes"] = budget, changes["device.ram_bytes"]
     done = not row["error"] and not row["oom"] and row["peak_bytes"] is not None
     row["completed"] = row["fits"] = bool(done)
     row["charged_peak_bytes"] = None if row["peak_bytes"] is None else row["peak_bytes"] - uncharged

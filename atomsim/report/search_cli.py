@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--policies", nargs="+", metavar="P",
                    help="search only these policies (default: reload, reuse-serial, reuse-parallel, baseline-resident, "
                    "budget-lru, budget-cost, budget-belady, budget-optimal)")
+    p.add_argument("--margin", type=float, default=None, metavar="PCT",
+                   help="headroom kept below each budget, in %% (default 5: the RAM fidelity band)")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="local worker processes (default 1)")
     p.add_argument("--dask", metavar="ADDR", help="a Dask scheduler address (tcp://HOST:PORT) instead of local workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -36,7 +38,8 @@ def cmd_search(args) -> int:
     from .search_out import budget_lines
     budgets = parse_budgets(args.ram)
     res = run_search(args.scenario, budgets, args.out, profile=args.profile, workers=args.workers, dask=args.dask,
-                     policies=args.policies, progress=not args.no_progress and sys.stderr.isatty())
+                     policies=args.policies, **({} if args.margin is None else {"margin_pct": args.margin}),
+                     progress=not args.no_progress and sys.stderr.isatty())
     n = len({r["schedule"] for r in res.rows})
     print(f"{n} schedules x {len(budgets)} budgets simulated ({res.resumed} resumed); front of {len(res.pareto)}; "
           f"wrote {args.out}/candidates.csv, pareto.csv, pareto.png, search.json and best-<SIZE>.yaml")
@@ -45,7 +48,8 @@ def cmd_search(args) -> int:
     short = [label for label, _ in budgets if res.best[label] is None]
     if short:
         least = res.minimum_bytes()
-        need = f"the least any schedule needs is {least / 1e9:.3f} GB ({least} bytes)" if least else \
+        need = (f"the least any schedule needs is {least / 1e9:.3f} GB ({least} bytes), a budget of "
+                f"{least / (1 - res.margin_pct / 100) / 1e9:.3f} GB with the {res.margin_pct:g}% margin") if least else \
             "no schedule completes at any budget given"
         print(f"atomsim: error: budget {', '.join(short)}: no schedule fits; {need}", file=sys.stderr)
         return EXIT_OOM

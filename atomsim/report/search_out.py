@@ -14,7 +14,7 @@ from ..schema.trace import BREAKDOWN
 from .search import SEARCH_VERSION, SearchResult
 
 SETTINGS = ("policy", "variant", "schedule.lanes", "schedule.modules", "threads.*", "workload.queue_size")
-FIGURES = ("ram_bytes", "fits", "completed", "oom", "e2e_s", "lower_bound_s", "peak_bytes", "charged_peak_bytes",
+FIGURES = ("ram_bytes", "plan_ram_bytes", "fits", "completed", "oom", "e2e_s", "lower_bound_s", "peak_bytes", "charged_peak_bytes",
            *(f"{k}_bytes" for k in BREAKDOWN), "loads", "cold_loads", "read_bytes", "energy_j", "cpu_busy_s", "error")
 
 
@@ -52,12 +52,12 @@ def write_parquet(rows: list[dict], cols: list[str], path: Path) -> Path | None:
     return path
 
 
-def best_scenario(base: dict, row: dict, ram_bytes: int) -> dict:
+def best_scenario(base: dict, row: dict) -> dict:
     """The scenario of a candidate at a budget, as `simulate`, `run` and `validate` read it."""
     data = copy.deepcopy(base)
     for k, v in row["changes"].items():
         set_dotted(data, k, v)
-    data["device"]["ram_bytes"] = int(ram_bytes)
+    data["device"]["ram_bytes"] = int(row["plan_ram_bytes"])   # planned with the margin below the budget
     data["name"] = f"{base['name']}-best-{row['schedule']}"
     return data
 
@@ -75,8 +75,9 @@ def write_outputs(res: SearchResult, sc, base: dict, out: Path) -> list[Path]:
         if row is None:
             continue
         path = out / f"best-{label}.yaml"
-        data = best_scenario(base, row, n)
-        head = (f"# atomsim search: the fastest schedule that fits {label} ({n} bytes): "
+        data = best_scenario(base, row)
+        head = (f"# atomsim search: the fastest schedule that fits {label} ({n} bytes; planned in "
+                f"{row['plan_ram_bytes']} bytes, {res.margin_pct:g}% below it): "
                 f"e2e {row['e2e_s']:.3f} s, peak {row['peak_bytes']} bytes, "
                 f"{row['charged_peak_bytes']} as a RAM limit counts it (simulated)\n")
         atomic_write_text(path, head + yaml.safe_dump(data, sort_keys=False))
@@ -103,7 +104,7 @@ def summary(res: SearchResult, sc) -> dict:
         gain = None if not (b and f) else round(100 * (f["e2e_s"] - b["e2e_s"]) / f["e2e_s"], 3)
         per[label] = {"ram_bytes": n, "best": brief(b), "best_fixed": brief(f), "faster_than_fixed_pct": gain,
                       "fits": sum(1 for r in res.rows if r["ram_bytes"] == n and r["fits"])}
-    return {"version": SEARCH_VERSION, "scenario": sc.name, "device": sc.device.name, "profile": sc.profile,
+    return {"version": SEARCH_VERSION, "scenario": sc.name, "margin_pct": res.margin_pct, "device": sc.device.name, "profile": sc.profile,
             "candidates": len({r["schedule"] for r in res.rows}), "rows": len(res.rows),
             "minimum_bytes": res.minimum_bytes(), "budgets": per, "pareto": [brief(r) for r in res.pareto]}
 
