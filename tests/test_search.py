@@ -165,3 +165,17 @@ def test_the_runner_evicts_as_the_simulator(tiny_store, tmp_path):
     simulated = [s.step for s in sorted(sim.trace.spans, key=lambda s: s.start_s)
                  if s.step.split("/")[-1].startswith(("load:", "free:"))]
     assert done == simulated
+
+
+def test_optuna_finds_the_exhaustive_optimum_here(searched, tmp_path, capsys):
+    """On a space small enough to enumerate, Optuna's NSGA-II (seeded) with 200 trials a budget
+    finds the schedule the exhaustive search found (gap 0), simulating a fraction of the space."""
+    pytest.importorskip("optuna")
+    _, grid = searched
+    assert main(["search", str(PIXEL), "--ram", "6GB", "--ram", "4GB", "--out", str(tmp_path), "--no-progress",
+                 "--sampler", "optuna", "--trials", "200", *FEW]) == 0
+    assert "chosen by Optuna" in capsys.readouterr().out
+    a, b = (json.loads((d / "search.json").read_text()) for d in (grid, tmp_path))
+    assert b["sampler"] == "optuna" and b["rows"] < a["rows"] / 2
+    for label in ("6GB", "4GB"):
+        assert b["budgets"][label]["best"]["e2e_s"] == pytest.approx(a["budgets"][label]["best"]["e2e_s"], abs=1e-9)

@@ -34,6 +34,7 @@ MARKS = ("rule", "keep", "reload")
 # headroom kept below each budget: the RAM fidelity band (docs/fidelity-ram.md: simulated peaks
 # within 5% of measured ones); a schedule simulated at 0.5% under a limit was killed 2 runs of 3
 MARGIN_PCT = 5.0
+MAX_ENUMERATE = 20_000   # candidates; above, Optuna explores (report/search_optuna.py)
 QUEUES = (1, 2, 4)
 SEARCH_VERSION = 1
 
@@ -48,6 +49,7 @@ class SearchResult:
     files: list[Path] = field(default_factory=list)
     resumed: int = 0
     margin_pct: float = MARGIN_PCT
+    sampler: str = "grid"           # grid: every candidate; optuna: the trials NSGA-II chose
 
     def minimum_bytes(self) -> int | None:
         """The least peak any candidate reached while completing (what the smallest budget needs)."""
@@ -135,42 +137,68 @@ def plan_ram(budget: int, margin_pct: float) -> int:
     return int(budget * (1 - margin_pct / 100))
 
 
+@dataclass
+class Context:
+    """What both explorations need: the scenario as a mapping, its candidates, the profile."""
+    scenario_path: str
+    base: dict
+    cands: list[dict]
+    profile: str
+    uncharged: int
+
+    def study(self, points: list[dict]):
+        from .study import CHANGES, study_from_mapping
+        return study_from_mapping({"name": f"search-{self.base['name']}", "base": self.base, "grid": {CHANGES: points},
+                                   "profile": self.profile}, self.scenario_path, Path(self.scenario_path).parent)
+
+
 def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_dir: str | Path, *,
                profile: str | None = None, workers: int = 1, dask: str | None = None,
                progress: bool = False, policies=None, processes: bool = True,
-               margin_pct: float = MARGIN_PCT) -> SearchResult:
-    """Simulate every candidate at every budget less `margin_pct` (resumable), then write the
-    tables, the best scenario per budget and the picture."""
+               margin_pct: float = MARGIN_PCT, sampler: str = "auto", trials: int = 2000) -> SearchResult:
+    """Simulate every candidate at every budget less `margin_pct` (resumable; with more than
+    MAX_ENUMERATE candidates, or `sampler="optuna"`, Optuna's NSGA-II explores `trials` of them
+    per budget instead), then write the tables, the best scenario per budget and the picture."""
     if not 0 <= margin_pct < 100:
         raise ConfigError(f"--margin: a percentage from 0 to under 100, got {margin_pct}")
+    if sampler not in ("auto", "grid", "optuna"):
+        raise ConfigError(f"--sampler {sampler!r}: one of auto, grid, optuna")
     from ..io import check_writable_dir
-    from .study import CHANGES, study_from_mapping
-    from .sweep import run_sweep
+    from ..schema.profile import load_profile
+    from ..sim.engine import uncharged_baseline
     out = check_writable_dir(out_dir)
     sc = load_scenario(scenario_path)
     prof = profile or sc.profile
     if not prof:
         raise ConfigError(f"{scenario_path}: field 'profile': missing (give --profile FILE)")
-    cands = space(sc, policies)
+    prof = str(Path(prof).resolve())
     base = sc.model_dump()
     for lane in clip_lanes(sc):   # every lane's threads a field of the base, so that a point may set it
         base["threads"].setdefault(lane, 1)
-    points = [{**c, "device.ram_bytes": plan_ram(n, margin_pct)} for c in cands for _, n in budgets]
-    study = study_from_mapping({"name": f"search-{sc.name}", "base": base, "grid": {CHANGES: points},
-                                "profile": str(Path(prof).resolve())}, str(scenario_path), Path(scenario_path).parent)
-    from ..schema.profile import load_profile
-    from ..sim.engine import uncharged_baseline
-    uncharged = uncharged_baseline(load_profile(study.profile))
-    res = run_sweep(study, out / "points", workers=workers, dask=dask, progress=progress, plots=False,
-                    processes=processes)
-    rows = [candidate_row(r, i // len(budgets), points[i], uncharged, budgets[i % len(budgets)][1])
-            for i, r in enumerate(res.rows)]
+    ctx = Context(str(scenario_path), base, space(sc, policies), prof, uncharged_baseline(load_profile(prof)))
+    use_optuna = sampler == "optuna" or (sampler == "auto" and len(ctx.cands) > MAX_ENUMERATE)
+    if use_optuna:
+        from .search_optuna import explore
+        rows, resumed = explore(ctx, budgets, margin_pct, trials, workers=workers, dask=dask, processes=processes), 0
+    else:
+        rows, resumed = enumerate_all(ctx, budgets, margin_pct, out, workers, dask, progress, processes)
     result = summarize(rows, budgets)
-    result.margin_pct = margin_pct
-    result.resumed = res.resumed
+    result.margin_pct, result.resumed = margin_pct, resumed
+    result.sampler = "optuna" if use_optuna else "grid"
     from .search_out import write_outputs
     result.files = write_outputs(result, sc, base, out)
     return result
+
+
+def enumerate_all(ctx: Context, budgets, margin_pct, out: Path, workers, dask, progress, processes):
+    """Every candidate at every budget, through the sweep (resumable: DIR/points/)."""
+    from .sweep import run_sweep
+    points = [{**c, "device.ram_bytes": plan_ram(n, margin_pct)} for c in ctx.cands for _, n in budgets]
+    res = run_sweep(ctx.study(points), out / "points", workers=workers, dask=dask, progress=progress, plots=False,
+                    processes=processes)
+    rows = [candidate_row(r, i // len(budgets), points[i], ctx.uncharged, budgets[i % len(budgets)][1])
+            for i, r in enumerate(res.rows)]
+    return rows, res.resumed
 
 
 def candidate_row(point: dict, schedule: int, changes: dict, uncharged: int, budget: int) -> dict:

@@ -26,6 +26,11 @@ def register(sub) -> None:
                    "budget-lru, budget-cost, budget-belady, budget-optimal)")
     p.add_argument("--margin", type=float, default=None, metavar="PCT",
                    help="headroom kept below each budget, in %% (default 5: the RAM fidelity band)")
+    p.add_argument("--sampler", choices=("auto", "grid", "optuna"), default="auto",
+                   help="grid: simulate every schedule; optuna: Optuna's NSGA-II explores --trials of them per budget "
+                   "(seeded); auto (default): grid up to 20,000 schedules, optuna above")
+    p.add_argument("--trials", type=positive_int, default=2000, metavar="N",
+                   help="trials per budget with the optuna sampler (default 2000)")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="local worker processes (default 1)")
     p.add_argument("--dask", metavar="ADDR", help="a Dask scheduler address (tcp://HOST:PORT) instead of local workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -38,10 +43,11 @@ def cmd_search(args) -> int:
     from .search_out import budget_lines
     budgets = parse_budgets(args.ram)
     res = run_search(args.scenario, budgets, args.out, profile=args.profile, workers=args.workers, dask=args.dask,
-                     policies=args.policies, **({} if args.margin is None else {"margin_pct": args.margin}),
+                     policies=args.policies, sampler=args.sampler, trials=args.trials, **({} if args.margin is None else {"margin_pct": args.margin}),
                      progress=not args.no_progress and sys.stderr.isatty())
     n = len({r["schedule"] for r in res.rows})
-    print(f"{n} schedules x {len(budgets)} budgets simulated ({res.resumed} resumed); front of {len(res.pareto)}; "
+    how = "every one" if res.sampler == "grid" else f"chosen by Optuna's NSGA-II, {args.trials} trials a budget"
+    print(f"{n} schedules ({how}) x {len(budgets)} budgets simulated ({res.resumed} resumed); front of {len(res.pareto)}; "
           f"wrote {args.out}/candidates.csv, pareto.csv, pareto.png, search.json and best-<SIZE>.yaml")
     for line in budget_lines(res):
         print("  " + line)
