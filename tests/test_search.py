@@ -165,6 +165,8 @@ def test_the_runner_evicts_as_the_simulator(tiny_store, tmp_path):
     simulated = [s.step for s in sorted(sim.trace.spans, key=lambda s: s.start_s)
                  if s.step.split("/")[-1].startswith(("load:", "free:"))]
     assert done == simulated
+    why = [e["args"]["why"] for e in trace["traceEvents"] if e["ph"] == "X" and "why" in e["args"]]
+    assert why == [{k: v for k, v in e.items() if k not in ("step", "module")} for e in sim.summary["evictions"]]
 
 
 def test_optuna_finds_the_exhaustive_optimum_here(searched, tmp_path, capsys):

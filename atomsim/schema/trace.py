@@ -29,6 +29,7 @@ class Span:
     op: str | None = None
     clip: int | None = None
     kind: str = "run"
+    why: dict | None = None   # a budget policy's eviction: evicted_by, for, freed_bytes, reload_s
 
     @property
     def dur_s(self) -> float:
@@ -52,7 +53,9 @@ class Trace:
         return cls(source=source, task=plan.task, policy=plan.policy, lanes=plan.lanes, meta=dict(meta))
 
     def add_step(self, step: Step, start_s: float, end_s: float) -> None:
-        self.spans.append(Span(step.id, step.stage, step.lane, start_s, end_s, step.instance, step.op, step.clip, step.kind))
+        why = dict(step.args) if step.kind == "free" and "evicted_by" in step.args else None
+        self.spans.append(Span(step.id, step.stage, step.lane, start_s, end_s, step.instance, step.op, step.clip,
+                               step.kind, why))
 
     def add_memory(self, t_s: float, **breakdown: int) -> None:
         self.memory.append((t_s, {k: int(breakdown.get(k, 0)) for k in BREAKDOWN}))
@@ -87,7 +90,8 @@ class Trace:
         for s in sorted(self.spans, key=lambda s: (s.start_s, tid.get(s.lane, 0), s.step)):
             events.append({"ph": "X", "pid": 1, "tid": tid.get(s.lane, 0), "name": s.step, "cat": s.stage,
                            "ts": round(s.start_s * 1e6, 3), "dur": round(s.dur_s * 1e6, 3),
-                           "args": {"instance": s.instance, "op": s.op, "clip": s.clip, "kind": s.kind}})
+                           "args": {"instance": s.instance, "op": s.op, "clip": s.clip, "kind": s.kind,
+                                    **({"why": s.why} if s.why else {})}})
         for t, b in self.memory:
             events.append({"ph": "C", "pid": 1, "tid": 0, "name": "memory", "ts": round(t * 1e6, 3), "args": dict(b)})
         return events
@@ -109,7 +113,8 @@ class Trace:
                     a = e.get("args", {})
                     lane = lanes[e["tid"] - 1] if 0 < e["tid"] <= len(lanes) else "main"
                     tr.spans.append(Span(e["name"], e.get("cat", ""), lane, e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6,
-                                         a.get("instance"), a.get("op"), a.get("clip"), a.get("kind", "run")))
+                                         a.get("instance"), a.get("op"), a.get("clip"), a.get("kind", "run"),
+                                         a.get("why")))
                 elif e["ph"] == "C" and e["name"] == "memory":
                     tr.memory.append((e["ts"] / 1e6, {k: int(e["args"].get(k, 0)) for k in BREAKDOWN}))
         except (KeyError, TypeError, IndexError) as e:
