@@ -173,3 +173,27 @@ def test_unknown_module_in_schedule():
 def test_bad_mark_is_refused():
     with pytest.raises(ConfigError, match="schedule"):
         scenario(2, **{"schedule.modules": {"decoder": "sometimes"}})
+
+
+def test_budget_policies_on_a_users_pipeline():
+    """A user's pipeline (Hugging Face modules of its own, profiled here): the budget policies plan
+    it like any other; with two requests and a budget that holds the captioner or the answerer but
+    not both beside the encoder, they evict, and every budget schedule completes where reuse does not."""
+    from pathlib import Path
+
+    from atomsim.schema.profile import load_profile
+    from atomsim.schema.scenario import load_scenario
+    root = Path(__file__).resolve().parent.parent
+    prof = load_profile(root / "profiles" / "host-user-caption-search-ram.json")
+    sc = load_scenario(root / "scenarios" / "user" / "caption-search.yaml").with_changes(**{
+        "workload.requests": 2, "workload.clips": 2})
+    big = simulate(sc.with_changes(**{"device.ram_bytes": 64 * GB}), prof, "reuse-serial").summary
+    rules = ("budget-lru", "budget-cost", "budget-belady", "budget-optimal")
+    ram = int(big["peak_bytes"] * 0.8)   # reuse-serial's whole set does not fit in this
+    tight = sc.with_changes(**{"device.ram_bytes": ram})
+    assert simulate(tight, prof, "reuse-serial").summary["oom"]
+    for p in rules:
+        s = simulate(tight, prof, p).summary
+        assert s["completed"] and s["evictions"], p
+    assert simulate(tight, prof, "budget-optimal").summary["e2e_s"] <= min(
+        simulate(tight, prof, p).summary["e2e_s"] for p in rules) + 1e-9
