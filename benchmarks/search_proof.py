@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -61,9 +62,11 @@ def run_once(runs_path: Path, done: dict, s: dict, video: Path, rnd: int, out: P
     key = f"{s['path'].stem}#{rnd}"
     if key not in done:
         d = Path(tempfile.mkdtemp(dir=out, prefix="run-"))
+        load = os.getloadavg()[0]
         r = run_limited(s["path"], [video], d, s["ram_bytes"], extra_args=["--no-progress"])
         done[key] = {"key": key, "outcome": r["outcome"], "e2e_s": r.get("e2e_s"), "peak_bytes": r.get("peak_bytes"),
-                     "cgroup_peak_bytes": r.get("cgroup_peak_bytes"), "evictions": len(r.get("evictions") or [])}
+                     "cgroup_peak_bytes": r.get("cgroup_peak_bytes"), "evictions": len(r.get("evictions") or []),
+                     "loadavg": [round(load, 2), round(os.getloadavg()[0], 2)]}
         with open(runs_path, "a") as f:
             f.write(json.dumps(done[key]) + "\n")
         print(f"  {key}: {r['outcome']} e2e {r.get('e2e_s') or 0:.2f} s, peak {(r.get('peak_bytes') or 0) / MB:.0f} MB",
