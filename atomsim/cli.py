@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
 from . import __version__
+from .args import Parser
 from .errors import EXIT_INTERRUPTED, AtomsimError
 
 # (module with register(subparsers)) in the order they appear in --help
@@ -31,7 +33,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(   # argparse's, with a hint for an argument-order mistake (atomsim/args.py)
         prog="atomsim",
         description="Profile, simulate, run and validate reload vs reuse schedules of "
         "multi-model pipelines on phones: the Atom paper's, bundled, or your own pipeline file "
@@ -51,11 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .process import pin_measurement_process, quiet_import_noise
+    from .process import pin_measurement_process, quiet_import_noise, quiet_library_warnings
     pin_measurement_process()   # before any command imports torch or starts a thread
     quiet_import_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the libraries' warnings that say nothing to a user, unless --verbose (or ATOMSIM_VERBOSE=1)
+    quiet_library_warnings(not (getattr(args, "verbose", False) or os.environ.get("ATOMSIM_VERBOSE") == "1"))
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

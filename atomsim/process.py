@@ -11,7 +11,8 @@ in their own process. From Python, call it first (before `import torch`) to run 
 the figures of a profile in mind; tests/conftest.py does for the test process.
 
     from atomsim.process import pin_measurement_process
-    pin_measurement_process()          # THP_MEM_ALLOC_ENABLE, MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_
+    pin_measurement_process()          # THP_MEM_ALLOC_ENABLE, MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_,
+                                       # OMP_WAIT_POLICY
 """
 from __future__ import annotations
 
@@ -51,7 +52,19 @@ import os
 # points above start their measuring children with `measurement_env()`, so that those have
 # them from their first malloc). Set either beforehand to change it. Phones' allocators (scudo,
 # jemalloc) differ again (docs/running.md).
-DEFAULTS = {"THP_MEM_ALLOC_ENABLE": "1", "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+#
+# OpenMP's idle threads sleep (OMP_WAIT_POLICY=PASSIVE) instead of spinning at the end of each
+# parallel region. With spinning (libgomp's default) a 2-thread op on a machine shared with other
+# work waited at every region for its other thread to be scheduled again: tiny modules at 2
+# threads, load average 4-9 on the 2-core VM (2026-12-03), embed 0.76-1.94 s against 0.13-0.23 s
+# at 1 thread, caption 0.53-1.35 s against 0.04-0.07 s, encode 0.28 s against 0.004 s; the
+# profile's 2-thread figures spread over 3-20x and the tiny validation was off by +46% (a first
+# call taken at 2 threads and charged to a 1-thread script). Sleeping: 2 threads as fast as 1 for
+# tiny ops (0.15 s embed, 0.04 s caption), small fp32 encode at 2 threads 1.5-2.5 s against
+# 3.2-5.5 s spinning under the same load. On a quiet machine a region's wake-up costs some
+# microseconds (tens per op at the small preset's sizes).
+DEFAULTS = {"THP_MEM_ALLOC_ENABLE": "1", "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+            "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def measurement_env(env=None) -> dict:
@@ -97,3 +110,31 @@ def quiet_import_noise() -> None:
             lambda r: not (str(r.msg).startswith(start) and contains in str(r.getMessage())))
     drop("torchao", "Failed to load", ".so")
     drop("torch.utils._pytree", "%s is an Enum subclass", "natively supported")
+
+
+# Warnings of the libraries that say nothing to an atomsim user (a deprecation inside torch's own
+# quantized modules, a storage API transformers calls): (category, regex of the message's start).
+# Filtered by the command (atomsim/cli.py) unless --verbose; the profiler's workers run with
+# PYTHONWARNINGS=ignore and their stderr in a log (profile/workers.py).
+LIBRARY_NOISE = (
+    (UserWarning, r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor creation"),
+    (UserWarning, r"TypedStorage is deprecated"),
+)
+_noise_filters: list = []
+
+
+def quiet_library_warnings(quiet: bool = True) -> None:
+    """Ignore LIBRARY_NOISE (quiet) or show it again (not quiet: `--verbose`). Process-wide; calling
+    it again installs the filters once."""
+    import warnings
+    for f in _noise_filters:
+        if f in warnings.filters:
+            warnings.filters.remove(f)
+    _noise_filters.clear()
+    mutated = getattr(warnings, "_filters_mutated", None)   # forget what the removed filters ignored
+    if mutated is not None:
+        mutated()
+    if quiet:
+        for category, message in LIBRARY_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category)
+            _noise_filters.append(warnings.filters[0])

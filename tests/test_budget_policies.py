@@ -175,18 +175,24 @@ def test_bad_mark_is_refused():
         scenario(2, **{"schedule.modules": {"decoder": "sometimes"}})
 
 
-def test_budget_policies_on_a_users_pipeline():
+def test_budget_policies_on_a_users_pipeline(tmp_path_factory):
     """A user's pipeline (Hugging Face modules of its own, profiled here): the budget policies plan
     it like any other; with two requests and a budget that holds the captioner or the answerer but
     not both beside the encoder, they evict, and every budget schedule completes where reuse does not."""
+    import shutil
     from pathlib import Path
 
+    from atomsim.models.hf_make import make_checkpoint
     from atomsim.schema.profile import load_profile
     from atomsim.schema.scenario import load_scenario
     root = Path(__file__).resolve().parent.parent
+    d = tmp_path_factory.mktemp("user")
+    for f in ("caption-search.pipeline.yaml", "caption-search.yaml"):
+        shutil.copy(root / "scenarios" / "user" / f, d / f)
+    for name, kind in (("captioner", "vision2seq"), ("embedder", "text-encoder"), ("lm", "causal-lm")):
+        make_checkpoint(kind, d / "ckpt" / name, size="tiny")   # the pipeline needs them to exist
     prof = load_profile(root / "profiles" / "host-user-caption-search-ram.json")
-    sc = load_scenario(root / "scenarios" / "user" / "caption-search.yaml").with_changes(**{
-        "workload.requests": 2, "workload.clips": 2})
+    sc = load_scenario(d / "caption-search.yaml").with_changes(**{"workload.requests": 2, "workload.clips": 2})
     big = simulate(sc.with_changes(**{"device.ram_bytes": 64 * GB}), prof, "reuse-serial").summary
     rules = ("budget-lru", "budget-cost", "budget-belady", "budget-optimal")
     ram = int(big["peak_bytes"] * 0.8)   # reuse-serial's whole set does not fit in this

@@ -85,7 +85,7 @@ def test_profile_from_imports_alone_names_each_missing_figure(tmp_path, capsys):
     assert p.modules[ENC].file_bytes is None and p.baseline_rss_bytes is None   # empty, not invented
     capsys.readouterr()
     rc = main(["simulate", str(SCENARIO), "--profile", str(new), "--policy", "reuse-serial", "--no-png",
-               "--allow-profile-mismatch", "--out", str(tmp_path / "sim")])
+               "--allow-profile-mismatch", "--allow-device-mismatch", "--out", str(tmp_path / "sim")])
     err = capsys.readouterr().err
     assert rc == 2
     assert f"needs module '{ENC}'" in err and "lacks file_bytes, resident_bytes, baseline_rss_bytes" in err

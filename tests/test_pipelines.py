@@ -53,7 +53,7 @@ def made_up_profile(path):
     mods = {"video-encoder/fp32": module("video-encoder", 300, 0.5, {"encode": (0.4, 1)}),
             "decoder/fp32": module("decoder", 900, 1.5, {"caption": (0.6, 1), "generate": (1.0, 1)}),
             "sentence-encoder/fp32": module("sentence-encoder", 90, 0.2, {"embed": (0.05, 5)})}
-    save_profile(Profile(version=1, source="measured", preset="small", device={"cpu_model": "made up"},
+    save_profile(Profile(version=1, source="measured", preset="small", device={"name": "pixel_8a", "cpu_model": "made up"},
                          baseline_rss_bytes=300_000_000, modules=mods, pipeline_ops_s={"rank": 0.001}), path)
 
 
@@ -210,7 +210,7 @@ def test_memory_report_of_a_users_pipeline(tmp_path, capsys):
     write_scenario(tmp_path)
     assert main(["report", "memory", "--pipeline", str(tmp_path / "pipe.yaml"), "--profile", str(tmp_path / "profile.json"),
                  "--devices", "pixel_5a", "pixel_8a", "--preset", "small", "--quant", "fp32", "--policies", "reload",
-                 "reuse-parallel", "--out", str(tmp_path / "mem")]) == 0
+                 "reuse-parallel", "--out", str(tmp_path / "mem"), "--allow-device-mismatch"]) == 0
     assert "4/4 combinations simulated" in capsys.readouterr().out
     table = (tmp_path / "mem" / "memory.md").read_text()
     assert table.count("| reuse-parallel |") == 2 and table.count("| reload |") == 2

@@ -79,6 +79,7 @@ def test_a_billion_clips_is_refused_at_once(tmp_path, capsys):
 def test_long_simulations_show_progress(tmp_path, capsys, monkeypatch):
     import atomsim.sim.cli as simcli
     monkeypatch.setattr(simcli, "PROGRESS_CLIPS", 3)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)   # a bar only on a terminal
     assert cli(["simulate", PAPER / "assembly-pixel_5a.yaml", "--policy", "reuse-parallel", "--no-png",
                 "--out", tmp_path]) == EXIT_OK
     err = capsys.readouterr().err

@@ -27,7 +27,8 @@ def test_rows_breakdown_headroom_and_missing_modules(profiles):
     ok = [r for r in rows if not r["error"]]
     for r in ok:
         assert r["peak_bytes"] == sum(r["breakdown"].values())
-        assert r["headroom_bytes"] == r["ram_bytes"] - r["peak_bytes"] and r["fits"] == (r["headroom_bytes"] >= 0)
+        assert r["budget_bytes"] == r["ram_bytes"] - r["os_reserved_bytes"]   # the app's budget, from the catalog
+        assert r["headroom_bytes"] == r["budget_bytes"] - r["peak_bytes"] and r["fits"] == (r["headroom_bytes"] >= 0)
     err = {(r["device"], r["quant"], r["policy"]): r["error"] for r in rows if r["error"]}
     assert "lacks bert-decoder/torchao-int8" in err[("pixel_8a", "torchao-int8", "reload")]
     assert ("pixel_8a", "torchao-int8", "reuse-parallel") not in err      # reuse needs no bert-decoder
@@ -46,7 +47,7 @@ def test_report_files_self_contained(profiles, tmp_path):
     files = write_memory_report(rows, tmp_path / "out")
     md, page = (f.read_text() for f in files)
     assert "| pixel_5a | paper | torchao-int8 | reload |" in md and "## Not simulated" in md
-    assert "<svg" in page and "pixel_5a RAM 6.00 GB" in page
+    assert "<svg" in page and "pixel_5a app budget 5.50 GB (RAM 6.00 GB)" in page
     for external in ("http://", "https://", "<script", "src=", "<link"):
         assert external not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
@@ -54,9 +55,10 @@ def test_report_files_self_contained(profiles, tmp_path):
 def test_cli_report_memory(profiles, tmp_path, capsys):
     _, full, _ = profiles
     code = main(["report", "memory", "--devices", "pixel_5a", "galaxy_s23", "--profile", str(full), "--clips", "2",
-                 "--out", str(tmp_path / "o")])
+                 "--out", str(tmp_path / "o"), "--allow-device-mismatch"])   # the Pixel 5a's profile for the S23 too
     assert code == 0 and (tmp_path / "o" / "memory.html").exists()
-    assert "6/6 combinations simulated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "6/6 combinations simulated" in out and "WARNING (--allow-device-mismatch)" in out
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed (apt-get install -y chromium)")

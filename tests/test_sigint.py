@@ -38,7 +38,8 @@ class Command:
         self.mark = uuid.uuid4().hex
         self.err_path = tmp / f"stderr-{self.mark}.txt"
         self.err = open(self.err_path, "w")
-        env = dict(os.environ, ATOMSIM_TEST_MARK=self.mark, **(env or {}))
+        # ATOMSIM_PROGRESS=1: the progress bars, which mark the moment to interrupt, in the stderr file too
+        env = dict(os.environ, ATOMSIM_TEST_MARK=self.mark, ATOMSIM_PROGRESS="1", **(env or {}))
         self.proc = subprocess.Popen([str(ATOMSIM), *map(str, args)], start_new_session=True, env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.err)
 

@@ -3,26 +3,32 @@ from __future__ import annotations
 
 import sys
 
+from ..args import add_output_options, show_progress
+from ..schema.names import BACKENDS, EXECUTORCH_BACKENDS, MODELS, PRESETS
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("models", help="list and build the module zoo (model store); make user-style checkpoints")
     sub = p.add_subparsers(dest="models_command", metavar="{list,build,export,checkpoint}")
     ls = sub.add_parser("list", help="presets, modules, parameter counts and bytes on disk per backend")
-    ls.add_argument("--preset", action="append", help="preset (repeatable; default: all)")
+    ls.add_argument("--preset", action="append", help=f"preset: {', '.join(PRESETS)} (repeatable; default: all)")
     ls.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     ls.set_defaults(func=cmd_list)
     b = sub.add_parser("build", help="build synthetic (seeded) weights, quantized, into the store")
-    b.add_argument("--preset", required=True, help="tiny | small | paper")
-    b.add_argument("--model", action="append", help="model (repeatable; default: all)")
-    b.add_argument("--quant", action="append", help="backend (repeatable; default: all)")
+    b.add_argument("--preset", required=True, help=" | ".join(PRESETS))
+    b.add_argument("--model", action="append", help=f"model: {', '.join(MODELS)} (repeatable; default: all)")
+    b.add_argument("--quant", action="append",
+                   help=f"backend: {', '.join(BACKENDS + EXECUTORCH_BACKENDS)} (repeatable; default: the torch "
+                   f"backends, {', '.join(BACKENDS)})")
     b.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     b.add_argument("--force", action="store_true", help="rebuild even if present")
+    add_output_options(b)
     b.set_defaults(func=cmd_build)
     e = sub.add_parser("export", help="export modules as ExecuTorch programs (.pte, XNNPACK) to copy to a phone")
     e.add_argument("--format", default="pte", choices=("pte",))
-    e.add_argument("--preset", required=True)
-    e.add_argument("--model", action="append", help="model (repeatable; default: all)")
-    e.add_argument("--quant", default="executorch-xnnpack", help="executorch-xnnpack | executorch-xnnpack-int8")
+    e.add_argument("--preset", required=True, help=" | ".join(PRESETS))
+    e.add_argument("--model", action="append", help=f"model: {', '.join(MODELS)} (repeatable; default: all)")
+    e.add_argument("--quant", default="executorch-xnnpack", help=" | ".join(EXECUTORCH_BACKENDS))
     e.add_argument("--store", default=None, help="model store (default $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     e.add_argument("--out", required=True, help="directory for <model>.pte and manifest.json")
     e.set_defaults(func=cmd_export)
@@ -124,7 +130,8 @@ def cmd_build(args) -> int:
     from . import store as st
     root = st.check_writable(Path(args.store) if args.store else default_store())
     jobs = [(m, q) for m in models for q in quants]
-    with tqdm(total=len(jobs), desc=f"build {args.preset}", unit="module", file=sys.stderr) as bar:
+    with tqdm(total=len(jobs), desc=f"build {args.preset}", unit="module", file=sys.stderr,
+              disable=not show_progress(args)) as bar:   # a bar only on a terminal
         for m, q in jobs:
             bar.set_postfix_str(f"{m}/{q}")
             st.build(args.preset, m, q, store=root, force=args.force,

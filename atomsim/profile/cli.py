@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ..args import positive_int, positive_ints
+from ..args import add_output_options, positive_int, positive_ints, show_progress
 from ..errors import ConfigError
+from ..schema.names import BACKENDS, EXECUTORCH_BACKENDS, MODELS, PRESETS
 
 
 def register(subparsers) -> None:
@@ -14,12 +15,13 @@ def register(subparsers) -> None:
                               "on this device",
                               description="Measure every module of a preset under each backend into a profile "
                               "(JSON). Subcommands: show FILE, compare A B, export FILE --pyperf OUT, import FILE ..." + (", project ..." if _project() else "") + ".")
-    p.add_argument("--preset", help="tiny | small | paper (the zoo's modules; with --pipeline default small)")
+    p.add_argument("--preset", help=f"{' | '.join(PRESETS)} (the zoo's modules; with --pipeline default small)")
     p.add_argument("--pipeline", metavar="FILE", help="measure the modules a pipeline names (a bundled name or a "
                    "file): its own checkpoints and zoo modules, each op at its stages' shapes")
-    p.add_argument("--model", action="append", dest="models", metavar="M", help="module to profile (repeat; default all)")
+    p.add_argument("--model", action="append", dest="models", metavar="M",
+                   help=f"module to profile: {', '.join(MODELS)}, or a pipeline's module (repeat; default all)")
     p.add_argument("--quant", action="append", dest="quants", metavar="Q",
-                   help="backend (repeat, or 'all'; default fp32)")
+                   help=f"backend: {', '.join(BACKENDS + EXECUTORCH_BACKENDS)} (repeat, or 'all'; default fp32)")
     p.add_argument("--threads", type=positive_ints, help="thread counts, e.g. 1,2 (default 1 and all cores)")
     p.add_argument("--samples", type=positive_int, help="samples per figure (default 5; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer samples and a smaller storage test")
@@ -40,6 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--fresh", action="store_true", help="spawn a new interpreter per sample instead of forking")
     p.add_argument("--no-resume", action="store_true", help="ignore <out>.partial.json")
     p.add_argument("--out", help="output profile (JSON)")
+    add_output_options(p)
     p.set_defaults(func=run_profile)
     sub = p.add_subparsers(dest="profile_command", metavar="{show,compare,export,import,programs" + (",project" if _project() else "") + "}")
     sub.required = False
@@ -115,22 +118,7 @@ def run_profile(args) -> int:
              "script_tokens": args.script_tokens, "prompt_tokens": args.prompt_tokens, "items": args.items}
     if len(args.corun_threads) != 2:
         raise ConfigError(f"--corun-threads takes two counts like 1,1, got {args.corun_threads}")
-    bar = None
-
-    def progress(done, total, desc):
-        nonlocal bar
-        if bar is None:
-            try:
-                from tqdm import tqdm
-            except ImportError:  # pragma: no cover
-                return
-            bar = tqdm(total=total, unit="job", file=sys.stderr, dynamic_ncols=True)
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.set_description(desc[:48])
-            bar.refresh()
-
+    progress, close = progress_bar(show_progress(args))   # a redirected stderr gets no carriage returns
     try:
         prof = measure(args.preset, models=args.models, quants=quants, threads=args.threads, samples=args.samples,
                        quick=args.quick, store=args.store, shape=shape, out=args.out, progress=progress,
@@ -139,12 +127,44 @@ def run_profile(args) -> int:
                        op_budget_s=OP_BUDGET_S if args.op_budget is None else args.op_budget,
                        storage_bytes=None if args.storage_mb is None else args.storage_mb << 20, pipeline=pipeline)
     finally:
-        if bar is not None:
-            bar.close()
+        close()
     for w in prof.warnings:
         print(f"WARNING: unstable: {w}", file=sys.stderr)
+    if prof.warnings:
+        print(unstable_advice(len(prof.warnings), args), file=sys.stderr)
     print(f"wrote {args.out} ({len(prof.modules)} modules, {prof.profile_seconds:.0f} s)")
     return 0
+
+
+def progress_bar(shown: bool):
+    """(progress(done, total, description), close()) for the profiler: a bar on stderr when `shown`
+    (a terminal), nothing otherwise."""
+    state = {"bar": None}
+
+    def progress(done, total, desc):
+        if not shown:
+            return
+        if state["bar"] is None:
+            from tqdm import tqdm
+            state["bar"] = tqdm(total=total, unit="job", file=sys.stderr, dynamic_ncols=True)
+        bar = state["bar"]
+        bar.total, bar.n = total, done
+        bar.set_description(desc[:48])
+        bar.refresh()
+
+    def close():
+        if state["bar"] is not None:
+            state["bar"].close()
+    return progress, close
+
+
+def unstable_advice(n: int, args) -> str:
+    """What to do about unstable figures (standard deviation over 10% of the mean, pyperf's rule)."""
+    more = max(2 * (args.samples or (3 if args.quick else 5)), 10)
+    return (f"{n} figure(s) unstable (standard deviation over 10% of the mean; marked ! in `atomsim profile show "
+            f"{args.out}`): the machine was busy or its speed drifted. Simulated times from them carry that spread; "
+            f"to narrow it, stop other work on this machine and measure again with more samples (--samples {more}"
+            + (", without --quick" if args.quick else "") + "), or compare two profiles with `atomsim profile compare`")
 
 
 def run_show(args) -> int:

@@ -282,7 +282,7 @@ def _finish(sc, prep, trace, monitor, pipe, loads, out_dir) -> RunResult:
     if plan.evictions():   # a budget policy's frees, each with its reason (the simulator's summary has the same)
         summary["evictions"] = plan.evictions()
     from ..schema.energy import add_energy
-    summary = add_energy(summary, trace, sc.device)
+    summary = add_energy(summary, trace, sc.device, threads={s.id: s.threads for s in plan.steps})
 
     results = pipe.results()
     results.update({"policy": plan.policy, "scenario": sc.name, "skipped": prep["skipped"],

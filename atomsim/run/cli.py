@@ -8,6 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..args import add_output_options, show_progress
+from ..schema.names import POLICIES
+
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a scenario's pipeline for real on videos (real modules, measured trace)",
@@ -16,16 +19,17 @@ def register(sub) -> None:
                        "and the video of an assemble stage (<out>.mp4).")
     p.add_argument("scenario", help="scenario YAML (e.g. scenarios/user/caption-search.yaml)")
     p.add_argument("--videos", nargs="+", required=True, metavar="PATH", help="input videos (any container/codec)")
-    p.add_argument("--policy", default=None, help="reload | reuse-serial | reuse-parallel (default: the scenario's)")
+    p.add_argument("--policy", default=None, choices=POLICIES, metavar="P",
+                   help=f"one of {', '.join(POLICIES)} (default: the scenario's)")
     p.add_argument("--prompt", default=None, help="the request's prompt (the workload value `prompt`)")
     p.add_argument("--query", action="append", default=None, metavar="TEXT", help="a query (the workload value `queries`; repeatable)")
     p.add_argument("--store", default=None, help="model store (default: $ATOMSIM_STORE or ~/.cache/atomsim/store)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--ram-limit", default=None, metavar="SIZE",
                    help="run inside a memory cgroup of this size, swap off (1.5GB, 1500MB, 1.5GiB, bytes, or "
                    "'device': the scenario device's RAM); needs a writable cgroup (root). Out of memory: "
                    "summary.json says outcome oom-killed, exit status 3")
+    add_output_options(p)
     p.add_argument("--events", default=None, help=argparse.SUPPRESS)   # the child's event log (limit.py)
     p.set_defaults(func=main)
 
@@ -82,13 +86,18 @@ def main_limited(args) -> int:
     sc = load_scenario(args.scenario)
     limit = parse_size(args.ram_limit, sc.device.ram_bytes)
     extra = [*(["--prompt", args.prompt] if args.prompt else []),
-             *[a for q in (args.query or []) for a in ("--query", q)], *(["--no-progress"] if args.no_progress else [])]
+             *[a for q in (args.query or []) for a in ("--query", q)], *([] if show_progress(args) else ["--no-progress"]),
+             *(["--verbose"] if args.verbose else [])]
     s = run_limited(args.scenario, args.videos, args.out, limit, policy=args.policy, store=args.store, extra_args=extra)
     peak = s.get("cgroup_peak_bytes")
     line = (f"ram limit {limit / 1e6:.0f} MB (cgroup v{s['cgroup_version']}): {s['outcome']}; cgroup peak "
             f"{'?' if peak is None else f'{peak / 1e6:.0f} MB'}, RSS peak {s.get('peak_bytes', 0) / 1e6:.0f} MB")
     if s["outcome"] == "oom-killed":
         line += f"; killed during {', '.join(s['killed_steps']) or 'start-up'} at {s['killed_at_s']} s"
+        b = s.get("breakdown_bytes") or {}
+        if any(b.values()):
+            line += ("; its sampled peak before the kill: "
+                     + ", ".join(f"{k.replace('_', ' ')} {v / 1e6:.0f}" for k, v in b.items()) + " MB")
     print(line, file=sys.stderr)
     return EXIT_OOM if s["outcome"] == "oom-killed" else EXIT_OK
 
@@ -114,7 +123,7 @@ def main(args) -> int:
         return main_limited(args)
     from . import run_scenario
     result = run_scenario(args.scenario, args.videos, policy=args.policy, out_dir=args.out, store=args.store,
-                          queries=args.query, prompt=args.prompt, progress=not args.no_progress, events=args.events)
+                          queries=args.query, prompt=args.prompt, progress=show_progress(args), events=args.events)
     draw_timeline(result)
     print(format_table(result))
     print(f"wrote {args.out}/: summary.json trace.json results.json"

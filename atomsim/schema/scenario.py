@@ -52,7 +52,10 @@ def _kind(annotation) -> str:
 
 
 class Device(Strict):
-    """What the simulator knows of a device. RAM is what the app may use."""
+    """What the simulator knows of a device. `ram_bytes` is the RAM the simulator gives the app
+    (the paper's figure for its phones); `os_reserved_bytes` what the OS keeps of it, which the
+    memory report takes off (`app_budget_bytes`). `runtime_baseline_bytes`: the app's runtime before
+    any module, charged by the memory report where a profile has not measured one."""
 
     name: str = "custom"
     cores: int = Field(gt=0)
@@ -65,17 +68,37 @@ class Device(Strict):
     memory_bandwidth_bytes_per_s: float | None = Field(default=None, gt=0)
     cpu_w: float = Field(default=2.0, ge=0)
     dram_w: float = Field(default=0.2, ge=0)
+    # energy (schema/energy.py): the rule, `union` (the paper's F.7: cpu_w while any lane is busy) or
+    # `per-core` (core_w per busy core; core_w default cpu_w / cores); where cpu_w and dram_w come from
+    energy_rule: Literal["union", "per-core"] = "union"
+    core_w: float | None = Field(default=None, ge=0)
+    power_source: str | None = None   # None: F.7's when cpu_w and dram_w are its 2.0 / 0.2 W, else "not given"
+    # memory report (report/memory_report.py): what the OS keeps, the runtime's default baseline, and why
+    os_reserved_bytes: int = Field(default=0, ge=0)
+    runtime_baseline_bytes: int | None = Field(default=None, ge=0)
+    memory_source: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _units(cls, data):
         if isinstance(data, dict):
             data = dict(data)
-            if "ram_gb" in data:
-                data["ram_bytes"] = int(_number(data.pop("ram_gb"), "ram_gb", "GB") * GB)
-            if "storage_read_mb_s" in data:
-                data["storage_read_bytes_per_s"] = _number(data.pop("storage_read_mb_s"), "storage_read_mb_s", "MB/s") * MB
+            for alias, field, unit, scale in UNIT_ALIASES:
+                if alias in data:
+                    data[field] = _number(data.pop(alias), alias, unit) * scale
+                    if field != "storage_read_bytes_per_s":
+                        data[field] = int(data[field])
         return data
+
+    def app_budget_bytes(self) -> int:
+        """The RAM the app may use: the device's RAM less what the OS keeps."""
+        return max(0, self.ram_bytes - self.os_reserved_bytes)
+
+
+# (catalog alias, field, unit, factor): `ram_gb: 6` is `ram_bytes: 6e9`
+UNIT_ALIASES = (("ram_gb", "ram_bytes", "GB", GB), ("storage_read_mb_s", "storage_read_bytes_per_s", "MB/s", MB),
+                ("os_reserved_gb", "os_reserved_bytes", "GB", GB),
+                ("runtime_baseline_mb", "runtime_baseline_bytes", "MB", MB))
 
 
 def _number(value, field: str, unit: str) -> float:
@@ -292,7 +315,10 @@ def resolve_device(value, source: str) -> dict:
         return devices[value].model_dump()
     if isinstance(value, dict) and "base" in value:  # a catalog device with changes
         base = resolve_device(value["base"], source)
-        return {**base, **{k: v for k, v in value.items() if k != "base"}}
+        changes = {k: v for k, v in value.items() if k != "base"}
+        if {"cpu_w", "dram_w"} & set(changes):   # other power figures: the base's source is not theirs
+            base.pop("power_source", None)
+        return {**base, **changes}
     return value
 
 

@@ -62,8 +62,8 @@ def simulate(scenario: Scenario, profile: Profile | None = None, policy: str | N
         extra["evictions"] = evictions
     summary = summary_dict(eng.trace, scenario=scenario.name, lower_bound_s=bound,
                            oom=eng.oom_event is not None, oom_event=eng.oom_event, extra=extra)
-    from ..schema.energy import add_energy   # pure arithmetic (appendix F.7 power model), no torch
-    summary = add_energy(summary, eng.trace, scenario.device)
+    from ..schema.energy import add_energy   # pure arithmetic (the device's power model), no torch
+    summary = add_energy(summary, eng.trace, scenario.device, threads={s.id: s.threads for s in plan.steps})
     return SimResult(plan=plan, trace=eng.trace, summary=summary, events=eng.env.processed, loads=loads)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..args import add_output_options
+from ..schema.energy import DEVICE_RULES
+
 PROGRESS_CLIPS = 2000   # plans of at least this many clips x requests show a progress bar (~2 s per policy)
 OUTPUT_FILES = ("summary.json", "trace.json", "timeline.png")
 
@@ -26,6 +29,13 @@ def register(sub) -> None:
     p.add_argument("--no-png", action="store_true", help="skip timeline.png")
     p.add_argument("--allow-profile-mismatch", action="store_true",
                    help="simulate even with a profile of another preset than the scenario's")
+    p.add_argument("--allow-device-mismatch", action="store_true",
+                   help="simulate even with a profile of another device than the scenario's, or one measured "
+                   "under emulation (every summary and the screen then say so)")
+    p.add_argument("--energy-rule", choices=DEVICE_RULES, default=None,
+                   help="energy estimate: union (the paper's F.7: CPU power while any lane is busy) or per-core "
+                   "(power per busy core); default: the device's (union for the catalog's devices)")
+    add_output_options(p)
     p.set_defaults(func=cmd_simulate)
 
 
@@ -40,22 +50,27 @@ def _policies(requested, scenario_policy: str) -> list[str]:
     return list(dict.fromkeys(pols))
 
 
-def run_policies(scenario, profile, policies, clips, out: Path | None, png: bool = True, also=()) -> dict:
+def run_policies(scenario, profile, policies, clips, out: Path | None, png: bool = True, also=(),
+                 mark: dict | None = None, progress: bool | None = None) -> dict:
     """Simulate each policy (and those of `also`, not written); write results under out/<policy>,
     each policy's files replaced as a unit (an interruption leaves the earlier set or the new one,
-    never a mix); return {policy: SimResult}."""
+    never a mix); return {policy: SimResult}. `mark`: fields added to every summary (e.g.
+    `device_mismatch`); `progress`: a bar for large plans (default: when stderr is a terminal)."""
     from tqdm import tqdm
 
+    from ..args import show_progress
     from ..io import atomic_dir
     from . import simulate, write_result
     n = (clips or scenario.workload.clip_count()) * scenario.workload.request_count()
     names = list(dict.fromkeys([*policies, *also]))
     results = {}
-    with tqdm(names, unit="policy", file=sys.stderr, disable=n < PROGRESS_CLIPS, leave=False,
+    progress = show_progress() if progress is None else progress
+    with tqdm(names, unit="policy", file=sys.stderr, disable=not progress or n < PROGRESS_CLIPS, leave=False,
               dynamic_ncols=True) as bar:
         for p in bar:
             bar.set_description(f"simulating {p} ({n} clips)")
             results[p] = simulate(scenario, profile, p, clips)
+            results[p].summary.update(mark or {})
     if out is not None:
         for p in policies:
             with atomic_dir(out / p) as tmp:
@@ -111,10 +126,12 @@ def _notes(scenario, clips, out: Path, policies) -> list[str]:
 
 
 def table(results: dict, reference=None) -> str:
-    """The comparison table: policy, e2e, lower bound, reduction vs reload, peak GB, OOM."""
+    """The comparison table: policy, e2e, lower bound, reduction vs reload, peak GB, energy, OOM."""
     ref = reference or results.get("reload")
     ref_e2e = None if ref is None or ref.summary["oom"] else ref.summary["e2e_s"]
-    rows = [("policy", "e2e (s)", "lower bound (s)", "e2e vs reload", "peak (GB)", "energy (J)", "OOM")]
+    first = next(iter(results.values())).summary if results else {}
+    energy_head = f"energy (J, {first['power_model']['rule']})" if "power_model" in first else "energy (J)"
+    rows = [("policy", "e2e (s)", "lower bound (s)", "e2e vs reload", "peak (GB)", energy_head, "OOM")]
     for p, r in results.items():
         s = r.summary
         e2e = f"{s['e2e_s']:.2f}" + (" (stopped)" if s["oom"] else "")
@@ -132,14 +149,44 @@ def table(results: dict, reference=None) -> str:
     return "\n".join(lines)
 
 
+def oom_lines(results: dict) -> list[str]:
+    """Each out-of-memory policy's breakdown at the moment it ran out, as summary.json holds it."""
+    lines = []
+    for p, r in results.items():
+        ev = r.summary.get("oom_event") if r.summary.get("oom") else None
+        if not ev:
+            continue
+        parts = ", ".join(f"{k.replace('_', ' ')} {v / 1e9:.3f}" for k, v in (ev.get("breakdown_bytes") or {}).items())
+        lines.append(f"out of memory: {p} at {ev['t_s']:.2f} s in step {ev['step']}: {parts} GB; total "
+                     f"{ev['total_bytes'] / 1e9:.3f} GB > RAM {ev['limit_bytes'] / 1e9:.3f} GB")
+    return lines
+
+
+def header(scenario, results: dict, prof_path, profile, mismatch: str | None) -> list[str]:
+    """The lines above the table: the scenario, the device, what the profile is, the energy rule."""
+    from ..schema.device_match import FLAG, describe_profile
+    from ..schema.energy import rule_text
+    first = next(iter(results.values()))
+    out = [f"{scenario.name}: {first.plan.task}, {first.plan.clips} clips, device {scenario.device.name} "
+           f"({scenario.device.cores} cores, {scenario.device.ram_bytes / 1e9:.2f} GB), profile {Path(prof_path).name}: "
+           f"{describe_profile(profile)}"]
+    if "power_model" in first.summary:
+        out.append(f"energy: {rule_text(first.summary['power_model'])}")
+    if mismatch:
+        out.append(f"WARNING ({FLAG}): {mismatch}")
+    return out
+
+
 def reduction_text(e2e: float, ref: float) -> str:
     return f"{100 * (1 - e2e / ref):.1f}% faster" if e2e <= ref else f"{100 * (e2e / ref - 1):.1f}% slower"
 
 
 def cmd_simulate(args) -> int:
     """Exit 0, or 3 (EXIT_OOM) when a policy ran out of memory."""
+    from ..args import show_progress
     from ..errors import EXIT_OK, EXIT_OOM, ConfigError
     from ..io import check_writable_dir
+    from ..schema.device_match import check_device
     from ..schema.profile import load_profile
     from ..schema.scenario import load_scenario
     scenario = load_scenario(args.scenario)
@@ -156,17 +203,21 @@ def cmd_simulate(args) -> int:
         raise ConfigError(f"{args.scenario}: field 'profile': {e}") from None
     if not args.allow_profile_mismatch:
         _check_profile(scenario, profile, prof_path, [*policies, "reload"], args.clips, args.scenario)
+    mismatch = check_device(profile, scenario.device, args.allow_device_mismatch, prof_path, args.scenario)
+    if args.energy_rule:
+        scenario = scenario.with_changes(**{"device.energy_rule": args.energy_rule})
     out = check_writable_dir(args.out)
-    results = run_policies(scenario, profile, policies, args.clips, out, png=not args.no_png, also=["reload"])
+    results = run_policies(scenario, profile, policies, args.clips, out, png=not args.no_png, also=["reload"],
+                           mark={"device_mismatch": mismatch} if mismatch else None, progress=show_progress(args))
     ref = results["reload"]
     results = {p: results[p] for p in policies}
-    print(f"{scenario.name}: {results[policies[0]].plan.task}, {results[policies[0]].plan.clips} clips, device "
-          f"{scenario.device.name} ({scenario.device.cores} cores, {scenario.device.ram_bytes / 1e9:.2f} GB), "
-          f"profile {Path(prof_path).name} ({profile.source})")
+    print("\n".join(header(scenario, results, prof_path, profile, mismatch)))
     print(table(results, ref))
     print(f"wrote {out}/<policy>/{{summary.json,trace.json{'' if args.no_png else ',timeline.png'}}}")
     for note in _notes(scenario, args.clips, out, policies):
         print(note, file=sys.stderr)
+    for line in oom_lines(results):
+        print(line)
     oom = [p for p, r in results.items() if r.summary["oom"]]
     if oom:
         print(f"out of memory: {', '.join(oom)} (exit status {EXIT_OOM})", file=sys.stderr)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..args import add_output_options
+
 
 def register(sub) -> None:
     p = sub.add_parser("validate", help="prove the simulator against real runs (fidelity report)",
@@ -23,9 +25,13 @@ def register(sub) -> None:
                    help="real runs per scenario, in interleaved rounds; each compared through its median run (default 1)")
     p.add_argument("--allow-profile-mismatch", action="store_true",
                    help="compare even when the profile is of another preset or lacks a scenario's module")
+    p.add_argument("--allow-device-mismatch", action="store_true",
+                   help="compare even with a profile of another device than a scenario's, or one measured under "
+                   "emulation (fidelity.json, fidelity.md and the screen then say so)")
     p.add_argument("--ram-limit", default=None, metavar="SIZE",
                    help="every real run inside a memory cgroup of this size (as atomsim run --ram-limit; 'device': "
                    "each scenario device's RAM), simulated on a device with that RAM; the report adds both outcomes")
+    add_output_options(p)
     p.set_defaults(func=_validate)
 
 
@@ -43,7 +49,32 @@ def _scenario_paths(items) -> list:
     return paths
 
 
+def _device_checks(args, profile, paths, scenarios) -> list[str]:
+    """Each scenario's device against the profile (a profile measured now, with --measure-profile:
+    this machine): ConfigError unless --allow-device-mismatch; the notes to mark the report with."""
+    from ..schema.device_match import check_device, machine_mismatch
+    notes = []
+    for path, sc in zip(paths, scenarios):
+        if profile is not None:
+            note = check_device(profile, sc.device, args.allow_device_mismatch, args.profile, path)
+        else:
+            import platform
+
+            from ..errors import ConfigError
+            from ..profile.fingerprint import cpu_model, emulation
+            why = machine_mismatch(sc.device, {"cpu_model": cpu_model(), "arch": platform.machine(),
+                                               "hostname": platform.node(), "emulation": emulation()})
+            note = None if why is None else f"the profile measured now on this machine does not describe device " \
+                f"{sc.device.name} (scenario {path}): {why}"
+            if note and not args.allow_device_mismatch:
+                raise ConfigError(f"{note}; pass --allow-device-mismatch to compare anyway")
+        if note:
+            notes.append(note)
+    return notes
+
+
 def _validate(args: argparse.Namespace) -> int:
+    from ..args import show_progress
     from ..io import check_writable_dir
     from ..schema.profile import load_profile
     from ..schema.scenario import load_scenario
@@ -72,8 +103,15 @@ def _validate(args: argparse.Namespace) -> int:
             for path, sc in zip(paths, scenarios):
                 keys = {ref.key for ref in make_plan(sc, None, 1).instances.values()}
                 check_profile_fits(profile, args.profile, sc.models.preset, keys, path)
+    mismatches = _device_checks(args, profile, paths, scenarios)
     result = validate_suite(scenarios, profile, args.videos, args.out, store=args.store, profile_path=args.profile,
-                            repeat=args.repeat, measure_profile=request, ram_limit=args.ram_limit)
+                            repeat=args.repeat, measure_profile=request, ram_limit=args.ram_limit,
+                            progress=show_progress(args), device_mismatch=mismatches)
+    from ..schema.device_match import FLAG
+    print(f"profile {args.profile} ({result['profile_source']}"
+          + (f": {result['profile_is']}" if result.get("profile_is") else "") + ")")
+    for m in mismatches:
+        print(f"WARNING ({FLAG}): {m}")
     print(fidelity_table(result))
     print()
     print(reduction_table(result))

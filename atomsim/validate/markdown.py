@@ -9,7 +9,10 @@ def _pct(x) -> str:
 
 
 def fidelity_table(result: dict) -> str:
-    lines = ["| scenario | policy | clips | measured e2e (s) | simulated e2e (s) | error | measured peak (GB) | simulated peak (GB) | error |",
+    src = result.get("profile_source")
+    of = "" if src in (None, "measured") else f", {src} profile"   # a published or projected profile says so
+    lines = [f"| scenario | policy | clips | measured e2e (s) | simulated e2e (s{of}) | error | measured peak (GB) | "
+             f"simulated peak (GB{of}) | error |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["scenarios"]:
         lines.append(f"| {r['name']} | {r['policy']} | {r.get('clips', '')} | {r['measured_e2e_s']:.2f} | "
@@ -94,6 +97,7 @@ def fidelity_markdown(result: dict, pictures: str = "") -> str:
          f"(kernel THP {m['huge_pages'].get('kernel_thp')}, THP_MEM_ALLOC_ENABLE={m['huge_pages'].get('torch_thp_alloc')})"
          if m.get("huge_pages") else "") + ". "
         f"Profile: `{result.get('profile')}` (source: {result.get('profile_source')}" +
+        (f"; {result['profile_is']}" if result.get("profile_is") else "") +
         ("; measured by this validation, its rounds between the rounds of real runs" if result.get("profile_interleaved") else "") + ").",
         "## Summary\n\n"
         f"- end-to-end time, |error|: {fmt(s['e2e_abs_error_pct'], '%')}\n"

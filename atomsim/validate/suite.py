@@ -204,7 +204,8 @@ def pipeline_request(scenarios: list[Scenario], alone: bool) -> dict:
 
 def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: list[str], out_dir, store=None,
                    profile_path: str | None = None, progress: bool = True, repeat: int = 1,
-                   measure_profile: dict | None = None, ram_limit: str | None = None) -> dict:
+                   measure_profile: dict | None = None, ram_limit: str | None = None,
+                   device_mismatch: list[str] | None = None) -> dict:
     """Validate every scenario; with `repeat` > 1 each scenario runs that many times, in
     interleaved rounds (all scenarios once, then again), so that a drift of the machine's speed
     spreads over all of them; each is compared through its median run.
@@ -215,7 +216,9 @@ def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: l
     machine whose speed drifts; `profile` is then None and the measured one is used.
 
     `ram_limit` (a size, or `device`): every real run under that RAM limit (`atomsim run
-    --ram-limit`), simulated on a device with that RAM; the rows add both outcomes."""
+    --ram-limit`), simulated on a device with that RAM; the rows add both outcomes.
+    `device_mismatch`: the notes of a profile allowed for another device (`--allow-device-mismatch`),
+    kept in fidelity.json (`device_mismatch`) and as warnings."""
     out_dir = check_writable_dir(out_dir)
     from ..errors import ConfigError
     from ..plan import make_plan
@@ -265,9 +268,12 @@ def validate_suite(scenarios: list[Scenario], profile: Profile | None, videos: l
             pass
     reds = reductions(rows, groups)
     warnings = huge_pages_warnings(profile, [s for rs in runs.values() for _, s in rs])
+    warnings += [f"device mismatch allowed (--allow-device-mismatch): {m}" for m in device_mismatch or ()]
+    from ..schema.device_match import describe_profile
     result = {
         "version": 1, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "repeat": repeat,
         "machine": machine_info(), "profile": profile_path, "profile_source": profile.source,
+        "profile_is": describe_profile(profile), "device_mismatch": list(device_mismatch or ()),
         "profile_interleaved": measure_profile is not None,
         "scenarios": rows, "reductions": reds, "summary": summarize_errors(rows, reds), "warnings": warnings,
     }
