@@ -181,3 +181,14 @@ def test_optuna_finds_the_exhaustive_optimum_here(searched, tmp_path, capsys):
     assert b["sampler"] == "optuna" and b["rows"] < a["rows"] / 2
     for label in ("6GB", "4GB"):
         assert b["budgets"][label]["best"]["e2e_s"] == pytest.approx(a["budgets"][label]["best"]["e2e_s"], abs=1e-9)
+
+
+def test_a_profile_of_another_device_is_refused_unless_allowed(tmp_path, capsys):
+    args = ["search", str(PIXEL), "--ram", "6GB", "--no-progress", "--policies", "reload",
+            "--profile", str(ROOT / "profiles" / "paper-pixel_8a.json")]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-device-mismatch" in err and "pixel_5a" in err and len(err.strip().splitlines()) == 1
+    assert main([*args, "--out", str(tmp_path / "b"), "--allow-device-mismatch"]) == 0
+    assert "WARNING" in capsys.readouterr().err
+    assert "pixel_5a" in json.loads((tmp_path / "b" / "search.json").read_text())["device_mismatch"]

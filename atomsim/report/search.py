@@ -50,6 +50,7 @@ class SearchResult:
     resumed: int = 0
     margin_pct: float = MARGIN_PCT
     sampler: str = "grid"           # grid: every candidate; optuna: the trials NSGA-II chose
+    device_mismatch: str | None = None   # the profile is another device's (allowed): every output says so
 
     def minimum_bytes(self) -> int | None:
         """The least peak any candidate reached while completing (what the smallest budget needs)."""
@@ -155,7 +156,8 @@ class Context:
 def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_dir: str | Path, *,
                profile: str | None = None, workers: int = 1, dask: str | None = None,
                progress: bool = False, policies=None, processes: bool = True,
-               margin_pct: float = MARGIN_PCT, sampler: str = "auto", trials: int = 2000) -> SearchResult:
+               margin_pct: float = MARGIN_PCT, sampler: str = "auto", trials: int = 2000,
+               allow_device_mismatch: bool = False) -> SearchResult:
     """Simulate every candidate at every budget less `margin_pct` (resumable; with more than
     MAX_ENUMERATE candidates, or `sampler="optuna"`, Optuna's NSGA-II explores `trials` of them
     per budget instead), then write the tables, the best scenario per budget and the picture."""
@@ -175,7 +177,10 @@ def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_di
     base = sc.model_dump()
     for lane in clip_lanes(sc):   # every lane's threads a field of the base, so that a point may set it
         base["threads"].setdefault(lane, 1)
-    ctx = Context(str(scenario_path), base, space(sc, policies), prof, uncharged_baseline(load_profile(prof)))
+    from ..schema.device_match import check_device
+    profile_obj = load_profile(prof)
+    mismatch = check_device(profile_obj, sc.device, allow_device_mismatch, prof, scenario_path)
+    ctx = Context(str(scenario_path), base, space(sc, policies), prof, uncharged_baseline(profile_obj))
     use_optuna = sampler == "optuna" or (sampler == "auto" and len(ctx.cands) > MAX_ENUMERATE)
     if use_optuna:
         from .search_optuna import explore
@@ -183,7 +188,7 @@ def run_search(scenario_path: str | Path, budgets: list[tuple[str, int]], out_di
     else:
         rows, resumed = enumerate_all(ctx, budgets, margin_pct, out, workers, dask, progress, processes)
     result = summarize(rows, budgets)
-    result.margin_pct, result.resumed = margin_pct, resumed
+    result.margin_pct, result.resumed, result.device_mismatch = margin_pct, resumed, mismatch
     result.sampler = "optuna" if use_optuna else "grid"
     from .search_out import write_outputs
     result.files = write_outputs(result, sc, base, out)

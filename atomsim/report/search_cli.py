@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from ..args import positive_int
+from ..args import add_output_options, positive_int, show_progress
 
 
 def register(sub) -> None:
@@ -33,7 +33,9 @@ def register(sub) -> None:
                    help="trials per budget with the optuna sampler (default 2000)")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="local worker processes (default 1)")
     p.add_argument("--dask", metavar="ADDR", help="a Dask scheduler address (tcp://HOST:PORT) instead of local workers")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-device-mismatch", action="store_true",
+                   help="search even with a profile of another device than the scenario's (every output says so)")
+    add_output_options(p)
     p.set_defaults(func=cmd_search)
 
 
@@ -44,7 +46,9 @@ def cmd_search(args) -> int:
     budgets = parse_budgets(args.ram)
     res = run_search(args.scenario, budgets, args.out, profile=args.profile, workers=args.workers, dask=args.dask,
                      policies=args.policies, sampler=args.sampler, trials=args.trials, **({} if args.margin is None else {"margin_pct": args.margin}),
-                     progress=not args.no_progress and sys.stderr.isatty())
+                     progress=show_progress(args), allow_device_mismatch=args.allow_device_mismatch)
+    if res.device_mismatch:
+        print(f"WARNING: {res.device_mismatch} (allowed by --allow-device-mismatch)", file=sys.stderr)
     n = len({r["schedule"] for r in res.rows})
     how = "every one" if res.sampler == "grid" else f"chosen by Optuna's NSGA-II, {args.trials} trials a budget"
     print(f"{n} schedules ({how}) x {len(budgets)} budgets simulated ({res.resumed} resumed); front of {len(res.pareto)}; "

@@ -104,7 +104,8 @@ def summary(res: SearchResult, sc) -> dict:
         gain = None if not (b and f) else round(100 * (f["e2e_s"] - b["e2e_s"]) / f["e2e_s"], 3)
         per[label] = {"ram_bytes": n, "best": brief(b), "best_fixed": brief(f), "faster_than_fixed_pct": gain,
                       "fits": sum(1 for r in res.rows if r["ram_bytes"] == n and r["fits"])}
-    return {"version": SEARCH_VERSION, "scenario": sc.name, "margin_pct": res.margin_pct, "sampler": res.sampler, "device": sc.device.name, "profile": sc.profile,
+    return {"version": SEARCH_VERSION, "scenario": sc.name, "margin_pct": res.margin_pct, "sampler": res.sampler,
+            **({"device_mismatch": res.device_mismatch} if res.device_mismatch else {}), "device": sc.device.name, "profile": sc.profile,
             "candidates": len({r["schedule"] for r in res.rows}), "rows": len(res.rows),
             "minimum_bytes": res.minimum_bytes(), "budgets": per, "pareto": [brief(r) for r in res.pareto]}
 
