@@ -138,8 +138,12 @@ class Module:
             words = ["clip", "scene", "person", "city", "night", "gift", "video", "order"]
             return (" ".join(words[i % len(words)] for i in range(max(prompt_tokens - 1, 1))), tokens)
         # embed: `items` texts shaped like the pipeline's captions (what `index` embeds): `tokens`
-        # words as the decoder's tokenizer writes a caption of that many tokens ("w<id>")
-        ids = torch.randint(3, 128256, (items, tokens), generator=g).tolist()
+        # words as the decoder's tokenizer writes a caption of that many tokens ("w<id>", ids of the
+        # preset's vocabulary: a tiny caption's "w657" is 3 word pieces, a "w98765" 4; tiny embed of
+        # 5 texts 0.08 s against 0.13 s with ids up to 128256)
+        from .specs import arch_config
+        vocab = int(arch_config(self.preset, "decoder")["llama"]["vocab_size"])
+        ids = torch.randint(3, vocab, (items, tokens), generator=g).tolist()
         return ([" ".join(f"w{i}" for i in row) for row in ids],)
 
     def free(self) -> None:

@@ -1,7 +1,11 @@
 """Plots of a sweep (PNG, matplotlib Agg): end-to-end time against a field (clip count) per policy,
 the reuse-over-reload reduction as a heatmap over two fields, peak memory against the RAM limit
 with the out-of-memory region marked. Options come from the study's `plots:` mapping:
-`x` (default workload.clips), `heatmap: [F1, F2]`, `reuse` (default reuse-parallel), `ram`."""
+`x` (default workload.clips), `heatmap: [F1, F2]`, `reuse` (default reuse-parallel), `ram`.
+
+Axes are labelled in words with units (`field_label`) and linear, unless the data spans a decade
+or more on both (then log-log: a linear growth stays a straight line); the heatmap's colour scale
+starts at zero (centred on it when savings and losses mix), its values written in the cells."""
 from __future__ import annotations
 
 import math
@@ -30,6 +34,39 @@ def _save(fig, path: Path) -> Path:
 
 def _short(f: str) -> str:
     return f.split(".")[-1]
+
+
+FIELD_LABELS = {
+    "workload.clips": "clips (count)", "workload.top_k": "top-k clips (count)",
+    "workload.frames_per_clip": "frames per clip (count)", "workload.frame_size": "frame side (pixels)",
+    "workload.clip_length_s": "clip length (s)", "workload.clip_stride_s": "clip stride (s)",
+    "workload.caption_tokens": "caption tokens (count)", "workload.script_tokens": "script tokens (count)",
+    "workload.beam": "beam width", "workload.queue_size": "clips in flight (queue size)",
+    "workload.requests": "requests (count)", "workload.think_s": "pause between requests (s)",
+    "device": "device", "device.ram_gb": "RAM for the app (GB)", "device.ram_bytes": "RAM for the app (bytes)",
+    "device.cores": "CPU cores (count)", "models.quant": "quantization backend", "models.preset": "model preset",
+    "policy": "policy", "variant": "pipeline variant", "page_cache": "page cache at start",
+}
+UNITS = (("_gb", "GB"), ("_mb", "MB"), ("_bytes", "bytes"), ("_s", "s"), ("_hz", "Hz"), ("_w", "W"))
+
+
+def field_label(f: str) -> str:
+    """A grid field in words, with its unit: `device.ram_gb` -> "RAM for the app (GB)"."""
+    if f in FIELD_LABELS:
+        return FIELD_LABELS[f]
+    if f.startswith("threads."):
+        return f"threads of the {_short(f)} lane (count)"
+    word = _short(f)
+    unit = next((u for suffix, u in UNITS if word.endswith(suffix)), None)
+    if unit:
+        word = word[: word.rfind("_")]
+    return word.replace("_", " ") + (f" ({unit})" if unit else "")
+
+
+def _decades(values) -> bool:
+    """Whether positive values span a decade or more."""
+    vs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return bool(vs) and min(vs) > 0 and max(vs) / min(vs) >= 10
 
 
 def _xaxis(study, f):
@@ -86,14 +123,21 @@ def _label(key):
     return pol + (" (" + ", ".join(f"{_short(f)}={v}" for f, v in rest) + ")" if rest else "")
 
 
-def _style_x(ax, study, x, pos, ticks, numeric):
-    vals = sorted(pos.values())
-    if numeric and vals[0] > 0 and vals[-1] / vals[0] >= 20:
+def _style_x(ax, study, x, pos, ticks, numeric, ys=()):
+    """Label and scale the axes: log-log when both x and `ys` span decades, else linear."""
+    if numeric and _decades(pos.values()) and _decades(ys):
+        from matplotlib.ticker import FuncFormatter, NullFormatter
         ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted(pos.values()))                   # the grid's values, written plainly
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if ticks:
         ax.set_xticks(list(pos.values()), ticks, rotation=15)
-    ax.set_xlabel(x)
-    ax.grid(True, alpha=0.3)
+    ax.set_xlabel(field_label(x))
+    ax.grid(True, alpha=0.3, which="both" if ax.get_yscale() == "log" else "major")
 
 
 def plot_e2e(study, rows, out: Path) -> Path | None:
@@ -104,24 +148,30 @@ def plot_e2e(study, rows, out: Path) -> Path | None:
     pos, ticks, numeric = _xaxis(study, x)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     lines = _series(study, rows, x)
-    marked, ooms = False, []
+    ooms, ys = [], []
     styles = _styles(study, lines)
     for key, rs in _order(study, lines):
         rs = sorted(rs, key=lambda r: pos[r[x]])
         ok = [r for r in rs if not r["oom"]]
+        ys += [r["e2e_s"] for r in ok]
         line, = ax.plot([pos[r[x]] for r in ok], [r["e2e_s"] for r in ok], marker="o", ms=3, label=_label(key), **styles[key])
         oom = [pos[r[x]] for r in rs if r["oom"]]
         if oom:
             ooms.append((oom, line.get_color()))
-    top = max(ax.get_ylim()[1], 1e-9)
+    _style_x(ax, study, x, pos, ticks, numeric, ys)
+    if ax.get_yscale() == "linear":
+        ax.set_ylim(bottom=0)
+    strip = ax.get_xaxis_transform()     # x in data, y in axes fractions: whatever the y scale
     for j, (oom, color) in enumerate(ooms):   # one strip per line, just above the axis
-        ax.scatter(oom, [top * (0.025 + 0.04 * j)] * len(oom), marker="x", color=color, s=40, zorder=5,
-                   label=None if marked else "x: out of memory (run killed; no time)")
-        marked = True
-    _style_x(ax, study, x, pos, ticks, numeric)
+        ax.scatter(oom, [0.025 + 0.04 * j] * len(oom), marker="x", color=color, s=40, zorder=5, transform=strip,
+                   label=None if j else "x: out of memory (run killed; no time)")
+    if ooms:        # the strips do not widen the axis (axes-fraction y): every grid value in view
+        lo, hi = min(pos.values()), max(pos.values())
+        log = ax.get_xscale() == "log"
+        pad = 0.0 if log else 0.05 * (hi - lo or 1.0)
+        ax.set_xlim(lo / 1.2 if log else lo - pad, hi * 1.2 if log else hi + pad)
     ax.set_ylabel("end-to-end time (s)")
-    ax.set_ylim(bottom=0)
-    ax.set_title(f"{study.name}: end-to-end time vs {_short(x)}")
+    ax.set_title(f"{study.name}: end-to-end time vs {field_label(x)}", fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, out / f"e2e_vs_{_short(x)}.png")
 
@@ -169,25 +219,48 @@ def plot_heatmap(study, rows, out: Path) -> Path | None:
         oom.append(orow)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5.5, 0.75 * len(xs) + 2.5), max(2.6, 0.5 * len(ys) + 1.8)))
-    im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
-    for i, row in enumerate(grid):
-        for j, v in enumerate(row):
-            if oom[i][j]:
-                ax.text(j, i, "OOM", ha="center", va="center", color="#c00", fontsize=8, fontweight="bold")
-            elif not math.isnan(v):
-                r_, g_, b_, _ = im.cmap(im.norm(v))
-                ax.text(j, i, f"{v:.0f}%", ha="center", va="center", fontsize=8,
-                        color="black" if 0.299 * r_ + 0.587 * g_ + 0.114 * b_ > 0.5 else "white")
+    cmap, norm = heat_scale([v for row in grid for v in row])
+    cmap = plt.get_cmap(cmap).with_extremes(bad="#bdbdbd")   # no value (out of memory): grey, not 0%'s white
+    im = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto", origin="lower")
+    _cell_texts(ax, im, grid, oom)
     long = len(xs) > 8 or max(len(str(v)) for v in xs) > 8
     ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=25 if long else 0, ha="right" if long else "center")
     ax.set_yticks(range(len(ys)), [str(v) for v in ys])
-    ax.set_xlabel(fx)
-    ax.set_ylabel(fy or "")
-    fig.colorbar(im, ax=ax, label=f"time saved by {reuse} vs reload (%)")
+    if fy is None:
+        ax.tick_params(axis="y", left=False)
+    ax.set_xlabel(field_label(fx))
+    ax.set_ylabel(field_label(fy) if fy else "")
+    fig.colorbar(im, ax=ax, label=f"time saved by {reuse}\nagainst reload (%)")
     extra = [f for f in others if f not in fields]
-    ax.set_title(f"{study.name}: {reuse} over reload" + (f" (mean over {', '.join(map(_short, extra))})" if extra else ""),
-                 fontsize=10)
+    ax.set_title(f"{study.name}: time saved by {reuse} against reload"
+                 + (f" (mean over {', '.join(map(field_label, extra))})" if extra else ""), fontsize=10)
     return _save(fig, out / "reuse_reduction_heatmap.png")
+
+
+def heat_scale(values):
+    """(colormap, norm) of a heatmap: from zero to the largest saving (all savings), from the largest
+    loss to zero (all losses), else centred on zero, as far either way (savings blue, losses red)."""
+    from matplotlib.colors import Normalize
+    vs = [v for v in values if not math.isnan(v)]
+    lo, hi = (min(vs), max(vs)) if vs else (0.0, 1.0)
+    if lo >= 0:
+        return "Blues", Normalize(0.0, hi or 1.0)
+    if hi <= 0:
+        return "Reds_r", Normalize(lo, 0.0)
+    m = max(-lo, hi)
+    return "RdBu", Normalize(-m, m)
+
+
+def _cell_texts(ax, im, grid, oom) -> None:
+    """Each cell's value (or OOM), black or white as the cell's colour is light or dark."""
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            if oom[i][j]:
+                ax.text(j, i, "OOM", ha="center", va="center", color="#a50f15", fontsize=8, fontweight="bold")
+            elif not math.isnan(v):
+                r_, g_, b_, _ = im.cmap(im.norm(v))
+                ax.text(j, i, f"{v:.1f}%" if abs(v) < 10 else f"{v:.0f}%", ha="center", va="center", fontsize=8,
+                        color="black" if 0.299 * r_ + 0.587 * g_ + 0.114 * b_ > 0.5 else "white")
 
 
 def plot_memory(study, rows, out: Path) -> Path | None:
@@ -225,8 +298,8 @@ def plot_memory(study, rows, out: Path) -> Path | None:
         ax.fill_between(rx, ry, [ymax] * len(rx), color="red", alpha=0.12, label="OOM region (peak > RAM)")
         ax.set_ylim(0, ymax)
     _style_x(ax, study, x, pos, ticks, numeric)
-    ax.set_ylabel("GB")
-    ax.set_title(f"{study.name}: peak memory vs {_short(x)}")
+    ax.set_ylabel("peak memory (GB)")
+    ax.set_title(f"{study.name}: peak memory vs {field_label(x)}", fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, out / f"peak_memory_vs_{_short(x)}.png")
 
