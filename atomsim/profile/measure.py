@@ -260,7 +260,7 @@ class Session:
     def pipeline_round(self, r: int):
         """Round `r` (from 1) of the module-less ops: one more sample of rank, assemble and decode, in
         a new process in the runner's state (the baseline job). Taken with the whole-device figures
-        only, the validator's `--measure-profile` left them at its first minutes: tiny assembly,
+        only, the validator's `--measure-profile` left them at its first minutes: the tiny example,
         stitching 0.66-0.85 s in the profile against 0.9-1.9 s in the real runs of its later rounds."""
         st, c = self.state, self.config
         whole = st["whole"]
