@@ -165,7 +165,7 @@ def read_state(wfile: Path, quant: str, fix: str) -> dict:
 def load_net(d: Path, config, cls, wfile: Path, quant: str, meta: dict, eager: bool, fix: str):
     """The model `cls(config)` of store directory `d`: built on the meta device (buffers real), int8
     Linears as 1x1 placeholders (quant.swap_dynamic_structure), then filled from the state dict in
-    `wfile` by assignment, so the weights are held at most twice during the load and once after it."""
+    `wfile` by assignment, so the weights are held once after the load (and, int8, little more during it)."""
     from . import quant as q
     from .store import touch
     from .zoo import meta_params
@@ -175,13 +175,19 @@ def load_net(d: Path, config, cls, wfile: Path, quant: str, meta: dict, eager: b
         if meta.get("conv1d_to_linear"):
             conv1d_to_linear(net)
         q.swap_dynamic_structure(net)
-    sd = read_state(wfile, quant, fix)
     try:
-        net.load_state_dict(sd, strict=False, assign=True)
+        if quant == "torch-dynamic-int8":   # read tensor by tensor, as the zoo's (store.fill)
+            from .tensorwise import load_torch_zip
+            load_torch_zip(net, wfile)
+        else:
+            net.load_state_dict(read_state(wfile, quant, fix), strict=False, assign=True)
+    except ModelStoreError:
+        raise
     except Exception as e:
-        raise ModelStoreError(f"weight file {wfile} does not fit {cls.__name__} "
-                              f"({type(e).__name__}: {str(e)[:200]}); {fix}") from e
-    del sd
+        from .tensorwise import Mismatch
+        what = "does not fit " + cls.__name__ if isinstance(e, Mismatch) or quant == "fp32" else \
+            "is corrupt or unreadable"
+        raise ModelStoreError(f"weight file {wfile} {what} ({type(e).__name__}: {str(e)[:200]}); {fix}") from e
     if quant == "fp32":
         retie(net, meta.get("tied") or {})
     left = [n for n, p in net.named_parameters() if p.device.type == "meta"]

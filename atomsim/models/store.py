@@ -265,8 +265,9 @@ def touch(net) -> None:
 
 
 def read_int8_state(wfile):
-    """A saved torch-dynamic-int8 state dict, read into process memory (not memory-mapped, as the
-    fp32 weights are not). Mapped, its pages were page cache while `load_state_dict` packed them,
+    """A saved int8 state dict, read whole into process memory: the load before `fill` read it
+    tensor by tensor (kept for the tests, which compare the two). Not memory-mapped, as the fp32
+    weights are not: mapped, its pages were page cache while `load_state_dict` packed them,
     which cut the small decoder's load temporaries from about 190 to 36 MB, but the kernel then
     kept and dropped them unlike read pages under a RAM limit (mapped pages that were referenced
     stay on its active list): in a 3-request reload at a tight limit, 6 of 12 reloads the
@@ -277,6 +278,24 @@ def read_int8_state(wfile):
     from . import quant as q
     q.allow_enum_by_name()
     return torch.load(str(wfile), weights_only=True, mmap=False)
+
+
+def fill(net, wfile: Path, quant: str) -> None:
+    """Fill `net` (meta parameters; int8 Linears as placeholders) from its weight file by assignment,
+    read into process memory (pread), as a phone runtime deserializes weights: a memory-mapped
+    file's pages stay page cache that the kernel may take back under a RAM limit (the run then
+    re-reads weights instead of failing: docs/fidelity-ram.md). The int8 backends' `model.pt`
+    tensor by tensor (tensorwise.py: a torch-dynamic-int8 state is never held whole while it is
+    packed); fp32 (safetensors) whole, then assigned as it is: nothing is held twice (measured,
+    paper preset: under 5 MB of temporaries a module)."""
+    from . import quant as q
+    from . import tensorwise
+    if quant == "fp32":
+        from safetensors.torch import load_file
+        net.load_state_dict(load_file(str(wfile), backend="pread"), strict=False, assign=True)
+    else:
+        q.allow_enum_by_name()   # torchao's enum members saved by name (quant.py)
+        tensorwise.load_torch_zip(net, wfile)
 
 
 def load_net(preset, model, quant, store=None, path=None, verify=False, eager=True):
@@ -306,16 +325,7 @@ def load_net(preset, model, quant, store=None, path=None, verify=False, eager=Tr
     if quant == "torch-dynamic-int8":
         q.swap_dynamic_structure(net)
     try:
-        if quant == "fp32":
-            from safetensors.torch import load_file
-            # read into process memory (pread), as a phone runtime deserializes weights: a memory-
-            # mapped file's pages stay page cache that the kernel may take back under a RAM limit
-            # (the run then re-reads weights instead of failing: docs/fidelity-ram.md)
-            sd = load_file(str(wfile), backend="pread")
-        else:
-            sd = read_int8_state(wfile)
-        net.load_state_dict(sd, strict=False, assign=True)
-        del sd
+        fill(net, wfile, quant)
     except Exception as e:
         raise ModelStoreError(f"weight file {wfile} is corrupt or unreadable "
                               f"({type(e).__name__}: {str(e)[:200]}); {fix}") from e

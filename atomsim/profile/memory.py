@@ -167,3 +167,31 @@ def mapped_rss(paths) -> int | None:
     except OSError:
         return None
     return total
+
+
+def measure_load(load) -> tuple:
+    """(what `load()` returned, {"kept_bytes", "load_temporaries_bytes"}): the anonymous memory the
+    call keeps, and its temporaries: the peak during it above what it keeps (collected and
+    trimmed before and after, as the profiler's figure). Run it in a process of its own (its
+    imports done) for a module load's figure; `AnonPeak` needs `anon()`."""
+    settle()
+    before = anon()
+    with AnonPeak() as pk:
+        obj = load()
+    settle()
+    after = anon()
+    return obj, {"kept_bytes": after - before, "load_temporaries_bytes": max(0, pk.peak - after)}
+
+
+def measure_module_load(preset: str, model: str, quant: str, store=None) -> dict:
+    """One zoo module's load measured in this process (call it in a new one: `python -c`, after
+    `process.pin_measurement_process()`): its file, kept and temporary bytes, its largest tensor."""
+    from .. import models
+    from ..models import specs, store as st, tensorwise, zoo
+    cfg = specs.arch_config(preset, model) if model != "sentence-encoder" else None
+    zoo.make(model, cfg, cfg_dir=st.minilm_dir() if cfg is None else None)   # its imports, done before
+    mod, figures = measure_load(lambda: models.load(preset, model, quant, store=store))
+    files = models.weight_files(preset, model, quant, store=store)
+    return {"module": model, "backend": quant, "preset": preset, **figures,
+            "file_bytes": sum(f.stat().st_size for f in files),
+            "largest_tensor_bytes": tensorwise.largest_tensor_bytes(mod.net)}
