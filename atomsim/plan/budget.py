@@ -215,21 +215,6 @@ def rule_actions(model: Model, rule: str, marks: dict[str, str]) -> list[Action]
     return actions
 
 
-def predicted_load_s(model: Model, actions: list[Action]) -> float | None:
-    """What a schedule's loads cost under the planner's model (None: a load or run does not fit)."""
-    resident: list[str] = []
-    cache = model.start.copy()
-    total = 0.0
-    for k, act in enumerate(actions):
-        resident = [m for m in resident if m not in {v for v, _ in act.evict}]
-        t = model.phase(k, resident, act.load, cache)
-        if t is None:
-            return None
-        total += t
-        resident = [m for m in resident + act.load if m not in act.after]
-    return total
-
-
 def optimal_actions(model: Model, marks: dict[str, str]) -> list[Action]:
     """The fewest predicted load seconds over every choice of what to carry from phase to phase
     (dynamic programming over the reachable states: the modules carried out of a phase and the

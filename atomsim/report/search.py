@@ -122,14 +122,14 @@ def space(sc: Scenario, policies=None) -> list[dict]:
     return out
 
 
+def marks_text(marks: dict) -> str:
+    """`schedule.modules` as text: "decoder=keep sentence-encoder=reload" ("" for none)."""
+    return " ".join(f"{m}={mark}" for m, mark in sorted(marks.items()))
+
+
 def describe(changes: dict) -> dict:
     """A candidate's settings as flat table cells."""
-    out = {}
-    for k, v in changes.items():
-        if k == "schedule.modules":
-            v = " ".join(f"{m}={mark}" for m, mark in sorted(v.items())) or "all=rule"
-        out[k] = v
-    return out
+    return {k: (marks_text(v) or "all=rule") if k == "schedule.modules" else v for k, v in changes.items()}
 
 
 # ---- running the candidates

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from .search import candidate_row, plan_ram
+from .search import candidate_row, marks_text, plan_ram
 
 BATCH = 64
 
@@ -28,7 +28,7 @@ class Encoding:
     @staticmethod
     def cell(c: dict, k: str) -> str:
         v = c.get(k, "-")
-        return " ".join(f"{m}={x}" for m, x in sorted(v.items())) if isinstance(v, dict) else str(v)
+        return marks_text(v) if isinstance(v, dict) else str(v)
 
     def cells(self, c: dict) -> tuple:
         return tuple(self.cell(c, k) for k in self.keys)

@@ -3,12 +3,10 @@ a scenario per budget, search.json and the picture. Every file is written atomic
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 from pathlib import Path
 
-from ..io import atomic_path, atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text
 from ..schema.scenario import set_dotted
 from ..schema.trace import BREAKDOWN
 from .search import SEARCH_VERSION, SearchResult
@@ -23,35 +21,6 @@ def columns(rows: list[dict]) -> list[str]:
     return ["schedule", *[c for c in SETTINGS if c != "threads.*"], *threads, *FIGURES]
 
 
-def to_csv(rows: list[dict], cols: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        w.writerow(["" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in cols])
-    return buf.getvalue()
-
-
-def write_parquet(rows: list[dict], cols: list[str], path: Path) -> Path | None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        return None
-    data = {}
-    for c in cols:
-        vals = [r.get(c) for r in rows]
-        kinds = {type(v) for v in vals if v is not None}
-        if kinds == {int, float}:
-            vals = [None if v is None else float(v) for v in vals]
-        elif len(kinds) > 1:
-            vals = [None if v is None else str(v) for v in vals]
-        data[c] = vals
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.table(data), tmp)
-    return path
-
-
 def best_scenario(base: dict, row: dict) -> dict:
     """The scenario of a candidate at a budget, as `simulate`, `run` and `validate` read it."""
     data = copy.deepcopy(base)
@@ -64,12 +33,10 @@ def best_scenario(base: dict, row: dict) -> dict:
 
 def write_outputs(res: SearchResult, sc, base: dict, out: Path) -> list[Path]:
     import yaml
+    from .sweep import write_tables   # the sweep's table writer: csv row by row, parquet typed alike
     cols = columns(res.rows)
-    files = [out / "candidates.csv", out / "pareto.csv"]
-    atomic_write_text(files[0], to_csv(res.rows, cols))
-    atomic_write_text(files[1], to_csv(res.pareto, cols))
-    pq = write_parquet(res.rows, cols, out / "candidates.parquet")
-    files += [pq] if pq else []
+    files = write_tables(None, res.rows, out, cols=cols, stem="candidates")
+    files += write_tables(None, res.pareto, out, cols=cols, stem="pareto", parquet=False)
     for label, n in res.budgets:
         row = res.best[label]
         if row is None:

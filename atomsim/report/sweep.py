@@ -332,11 +332,13 @@ def _cell(v):
     return v
 
 
-def write_tables(study: Study, rows: Iterable[dict], out: Path, tally: Tally | None = None) -> list[Path]:
-    """points.csv and (with pyarrow) points.parquet, row by row; `tally` is filled as the rows go."""
+def write_tables(study: Study, rows: Iterable[dict], out: Path, tally: Tally | None = None, *,
+                 cols: list[str] | None = None, stem: str = "points", parquet: bool = True) -> list[Path]:
+    """<stem>.csv and (with pyarrow) <stem>.parquet of `cols` (default: the study's), row by row;
+    `tally` is filled as the rows go."""
     tally = Tally() if tally is None else tally
-    files = [out / "points.csv"]
-    cols = columns(study)
+    files = [out / f"{stem}.csv"]
+    cols = columns(study) if cols is None else cols
     for c in cols:
         tally.kinds.setdefault(c, set())
     with atomic_path(files[0]) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -349,8 +351,8 @@ def write_tables(study: Study, rows: Iterable[dict], out: Path, tally: Tally | N
         f.flush()
         os.fsync(f.fileno())
     from importlib.util import find_spec
-    if find_spec("pyarrow") is not None:   # without pyarrow: points.csv alone
-        files.append(_write_parquet(out / "points.parquet", cols, rows, tally.kinds))
+    if parquet and find_spec("pyarrow") is not None:   # without pyarrow: the csv alone
+        files.append(_write_parquet(out / f"{stem}.parquet", cols, rows, tally.kinds))
     return files
 
 
