@@ -147,12 +147,18 @@ def _busy(spans):
 
 
 def test_parallel_lanes_overlap(vids, tiny_store, tmp_path):
-    r = _run("retrieval", [vids["long"]], tmp_path, tiny_store, "reuse-parallel")
-    enc = [s for s in r.trace.spans if s.lane == "encoder" and s.kind == "run"]
-    dec = [s for s in r.trace.spans if s.lane == "decoder" and s.kind == "run"]
-    assert len(enc) == 6 and len(dec) == 6
-    overlap = sum(max(0.0, min(a1, b1) - max(a0, b0)) for a0, a1 in _busy(enc) for b0, b1 in _busy(dec))
-    assert overlap > 0, "encoder and decoder lanes never ran at the same time"
+    # the lanes may run at the same time: shown by one of a few runs, as on a busy machine (other
+    # tests beside it) the decode lane can be the bottleneck, and then each clip's encode and
+    # caption follow each other with nothing to overlap
+    for attempt in range(3):
+        r = _run("retrieval", [vids["long"]], tmp_path / str(attempt), tiny_store, "reuse-parallel")
+        enc = [s for s in r.trace.spans if s.lane == "encoder" and s.kind == "run"]
+        dec = [s for s in r.trace.spans if s.lane == "decoder" and s.kind == "run"]
+        assert len(enc) == 6 and len(dec) == 6
+        overlap = sum(max(0.0, min(a1, b1) - max(a0, b0)) for a0, a1 in _busy(enc) for b0, b1 in _busy(dec))
+        if overlap > 0:
+            break
+    assert overlap > 0, "encoder and decoder lanes never ran at the same time in 3 runs"
     # the bounded queue: encode:i starts after caption:i-q ended
     q = 2
     by = {s.step: s for s in r.trace.spans}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,7 +104,11 @@ def test_tight_limit_is_oom_killed_with_a_summary_and_trace(video, tiny_store, t
 @pytest.mark.slow
 def test_generous_limit_completes_with_cgroup_figures(video, tiny_store, tmp_path, monkeypatch):
     parent = cgroup_or_skip()
-    monkeypatch.setenv("ATOMSIM_STORE", str(tiny_store))
+    # a store of its own: a test beside it (another pytest-xdist worker) reading the shared store's
+    # files would make them resident again between the run's eviction and its loads
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    monkeypatch.setenv("ATOMSIM_STORE", str(store))
     out = tmp_path / "ok"
     assert run_limited(video, out, "3GB") == 0
     s = json.loads((out / "summary.json").read_text())
