@@ -6,7 +6,7 @@ everything resident: the paper's pipelines on the three phones' published profil
 
 For each scenario: a first search at a generous budget gives the least RAM any schedule needs
 (`minimum`) and what the fastest needs (`everything resident`); then `atomsim search` at five
-budgets between them (with search's 5% margin: a budget holds a schedule whose peak is 95% of
+budgets between them (with search's 10% margin: a budget holds a schedule whose peak is 90% of
 it). Per budget: the optimum (the fastest schedule that fits, of every one
 searched), the fastest of each fixed policy and of each budget rule (over their settings), and
 each one's regret (% slower than the optimum; "-" where none fits). Also the rules at their

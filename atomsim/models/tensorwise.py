@@ -33,6 +33,7 @@ from pathlib import Path
 from ..procfs import malloc_trim
 
 EAGER_BYTES = 1 << 16
+TRIM_EVERY_BYTES = 16 << 20   # a heap trim after this many bytes read (load_groups)
 _CHUNK = 1 << 30
 
 
@@ -54,16 +55,39 @@ def groups(keys, modules: dict) -> list[tuple[str, list[str]]]:
 def load_groups(net, keys, metadata, read) -> None:
     """Fill `net` group by group: `read(keys)` gives a group's {key: value} (real tensors), handed
     to its owner's `_load_from_state_dict` with assignment, then dropped. Raises Mismatch where
-    `load_state_dict` raises (size mismatches); missing and unexpected keys are allowed."""
+    `load_state_dict` raises (size mismatches); missing and unexpected keys are allowed.
+
+    The heap is trimmed after every TRIM_EVERY_BYTES read: while a load runs on one lane, the
+    other lanes' steps allocate and free their activations in the same heap (one malloc arena),
+    between the blocks this load keeps, and without a trim those freed pages stay resident until
+    the load ends (measured, small torch-dynamic-int8 decoder loaded while 4 encodes ran: 540 MB
+    above the start at the load's end against 290 kept; trimmed as it goes, the run's peak no
+    longer falls in the load)."""
     modules = dict(net.named_modules())
     errors: list[str] = []
+    since_trim = 0
     for owner, ks in groups(keys, modules):
         part = read(ks)
+        since_trim += sum(_nbytes(v) for v in part.values())
         local = dict((metadata or {}).get(owner, {}), assign_to_params_buffers=True)
         modules[owner]._load_from_state_dict(part, f"{owner}." if owner else "", local, True, [], [], errors)
         del part
+        if since_trim >= TRIM_EVERY_BYTES:
+            malloc_trim()
+            since_trim = 0
         if errors:
             raise Mismatch(f"Error(s) in loading state_dict for {type(net).__name__}: {'; '.join(errors)}")
+
+
+def _nbytes(value) -> int:
+    """Bytes of a state dict value (a tensor, quantized ones too, or a tuple of them as a packed
+    Linear saves its weight and bias; anything else: 0)."""
+    if isinstance(value, (tuple, list)):
+        return sum(map(_nbytes, value))
+    try:
+        return value.numel() * value.element_size()
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return 0
 
 
 def _anon_storage(nbytes: int):
