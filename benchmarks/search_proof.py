@@ -84,16 +84,22 @@ def report_budget(label: str, rows: list[dict], runs: dict, rounds: int) -> dict
         out["schedules"].append({
             "name": s["name"], "policy": s["policy"], "schedule": s["schedule"], "completed": f"{len(ok)}/{len(made)}",
             "sim_e2e_s": s["sim_e2e_s"], "e2e_s": [m["e2e_s"] for m in ok],
+            "e2e_by_round_s": [m["e2e_s"] if m and m["outcome"] == "completed" else None
+                               for m in (runs.get(f"{s['path'].stem}#{i}") for i in range(rounds))],
             "median_e2e_s": statistics.median(m["e2e_s"] for m in ok) if ok else None,
             "sim_peak_bytes": s["sim_peak_bytes"], "median_peak_bytes": peak,
             "peak_error_pct": None if peak is None else round(100 * (s["sim_peak_bytes"] - peak) / peak, 2)})
-    best, fixed = out["schedules"][0], [x for x in out["schedules"][1:] if x["e2e_s"]]
-    if best["e2e_s"] and fixed:
-        # per round: how much faster the best is than the fastest fixed schedule of that round
-        gains = []
-        for i in range(min(len(best["e2e_s"]), *(len(x["e2e_s"]) for x in fixed))):
-            fastest = min(x["e2e_s"][i] for x in fixed)
-            gains.append(round(100 * (fastest - best["e2e_s"][i]) / fastest, 2))
+    starts = [m["loadavg"][0] for s in rows for m in (runs.get(f"{s['path'].stem}#{i}") for i in range(rounds))
+              if m and m.get("loadavg")]
+    out["loadavg_at_start"] = [min(starts), statistics.median(starts), max(starts)] if starts else None
+    best, fixed = out["schedules"][0], out["schedules"][1:]
+    gains = []
+    for i, b in enumerate(best["e2e_by_round_s"]):
+        # that round: how much faster the best is than the fastest fixed schedule that completed
+        done = [x["e2e_by_round_s"][i] for x in fixed if x["e2e_by_round_s"][i] is not None]
+        if b is not None and done:
+            gains.append(round(100 * (min(done) - b) / min(done), 2))
+    if gains:
         out["best_faster_than_fastest_fixed_pct_by_round"] = gains
     return out
 
@@ -120,14 +126,19 @@ def markdown(report: dict, bad: list[str]) -> str:
                   "| schedule | policy | completed | e2e sim (s) | e2e measured, by round (s) | peak sim (MB) | peak measured (MB) | peak error |",
                   "|---|---|---|---|---|---|---|---|"]
         for s in b["schedules"]:
-            times = ", ".join(f"{x:.2f}" for x in s["e2e_s"]) or "-"
+            times = ", ".join("killed" if x is None else f"{x:.2f}" for x in s["e2e_by_round_s"])
             peak = "-" if s["median_peak_bytes"] is None else f"{s['median_peak_bytes'] / MB:.0f}"
             err = "-" if s["peak_error_pct"] is None else f"{s['peak_error_pct']:+.1f}%"
             lines.append(f"| {s['name']} ({s['schedule']}) | {s['policy']} | {s['completed']} | {s['sim_e2e_s']:.2f} | "
                          f"{times} | {s['sim_peak_bytes'] / MB:.0f} | {peak} | {err} |")
         gains = b.get("best_faster_than_fastest_fixed_pct_by_round")
         lines += ["", f"Best against the fastest fixed schedule of the same round: "
-                  f"{', '.join(f'{g:+.1f}%' for g in gains) if gains else 'no fixed schedule fits'} (positive: faster).", ""]
+                  f"{', '.join(f'{g:+.1f}%' for g in gains) if gains else 'no fixed schedule fits'} (positive: faster)."]
+        if b.get("loadavg_at_start"):
+            lo, med, hi = b["loadavg_at_start"]
+            lines.append(f"Load average when the runs started: {lo:.1f} to {hi:.1f}, median {med:.1f} (2 cores: "
+                         "above 2, other work shared them, and times are not comparable across rounds).")
+        lines.append("")
     lines += ["Bounds: " + ("all hold." if not bad else "; ".join(bad)), ""]
     return "\n".join(lines)
 
