@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_import_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # what was asked, for the outputs' records
     # the libraries' warnings that say nothing to a user, unless --verbose (or ATOMSIM_VERBOSE=1)
     quiet_library_warnings(not (getattr(args, "verbose", False) or os.environ.get("ATOMSIM_VERBOSE") == "1"))
     if not getattr(args, "func", None):

@@ -40,6 +40,10 @@ def cmd_demo(args) -> int:
     profile = load_profile(DEMO_PROFILE)
     print("atomsim demo: the paper's pipelines on a Pixel 5a (8 cores, 6 GB), published profile "
           "(Table 3/6/8 figures, int8), 5 clips")
+    print("reload, the baseline: every module loaded per stage and request, captions by the pipeline's baseline "
+          "variant (a BERT decoder), whose caption and load times the published profile takes from Table 3's "
+          "baseline column; the paper's baseline reloading the reuse modules is `variant: none` (measured at "
+          "paper size, the two differ: docs/paper-scale.md)")
     for task, sc in demo_scenarios().items():
         results = run_policies(sc, profile, DEMO_POLICIES, None, out / task)
         plot_timeline([r.trace for r in results.values()], out / task / "timeline-compare.png",

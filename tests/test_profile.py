@@ -93,6 +93,8 @@ def test_cli_quick_profile_show_compare(tiny_store, tmp_path, capsys):
     assert p.baseline_rss_bytes > 50 * MB and p.storage_read_bytes_per_s > 0
     assert p.pipeline_ops_bytes["assemble"] > 0 and "pipeline_ops_bytes.assemble" in p.method   # x264's buffers
     assert "quick" in p.method["samples"] and p.device["cores"] >= 1
+    assert p.method["command"] == f"atomsim profile --preset tiny --quick --model decoder --no-corun --threads 1 " \
+                                  f"--samples 2 --storage-mb 8 --store {tiny_store} --out {out}"   # with profile_seconds
     capsys.readouterr()
     assert main(["profile", "show", str(out)]) == 0
     text = capsys.readouterr().out

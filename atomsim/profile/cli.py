@@ -128,6 +128,13 @@ def run_profile(args) -> int:
                        storage_bytes=None if args.storage_mb is None else args.storage_mb << 20, pipeline=pipeline)
     finally:
         close()
+    if getattr(args, "argv", None):
+        # the command that made it, beside its duration (profile_seconds): in the profile's method
+        import shlex
+
+        from ..schema.profile import save_profile
+        prof.method["command"] = "atomsim " + shlex.join(args.argv)
+        save_profile(prof, args.out)
     for w in prof.warnings:
         print(f"WARNING: unstable: {w}", file=sys.stderr)
     if prof.warnings:
