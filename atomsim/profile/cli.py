@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 
 from ..args import add_output_options, positive_int, positive_ints, show_progress
@@ -125,16 +126,10 @@ def run_profile(args) -> int:
                        fresh=args.fresh, corun=not args.no_corun, corun_threads=tuple(args.corun_threads),
                        resume=not args.no_resume,
                        op_budget_s=OP_BUDGET_S if args.op_budget is None else args.op_budget,
-                       storage_bytes=None if args.storage_mb is None else args.storage_mb << 20, pipeline=pipeline)
+                       storage_bytes=None if args.storage_mb is None else args.storage_mb << 20, pipeline=pipeline,
+                       command="atomsim " + shlex.join(args.argv) if getattr(args, "argv", None) else None)
     finally:
         close()
-    if getattr(args, "argv", None):
-        # the command that made it, beside its duration (profile_seconds): in the profile's method
-        import shlex
-
-        from ..schema.profile import save_profile
-        prof.method["command"] = "atomsim " + shlex.join(args.argv)
-        save_profile(prof, args.out)
     for w in prof.warnings:
         print(f"WARNING: unstable: {w}", file=sys.stderr)
     if prof.warnings:

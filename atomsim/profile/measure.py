@@ -66,10 +66,11 @@ def storage_read(directory, size: int, samples: int) -> dict:
 def measure(preset: str, models=None, quants=None, threads=None, samples=None, quick=False, store=None,
             shape=None, out=None, progress=None, fresh=False, corun=True, corun_threads=(1, 1),
             resume=True, storage_bytes=None, workers: Workers | None = None, op_budget_s=OP_BUDGET_S,
-            rounds_now: int | None = None, corun_pairs=None, pipeline=None) -> Profile | None:
+            rounds_now: int | None = None, corun_pairs=None, pipeline=None, command: str | None = None) -> Profile | None:
     """Profile `models` (default: all) of `preset` under `quants` (default: fp32) on this machine.
 
-    progress(done, total, description) is called as jobs finish. Writes `out` (atomically) when
+    progress(done, total, description) is called as jobs finish. `command`: the command line that
+    asked for it, kept in the profile's method (`method.command`). Writes `out` (atomically) when
     given, with a resumable `<out>.partial.json` beside it while running. `storage_bytes`: size of
     the scratch file of the storage test (default 256 MiB, 64 MiB quick). `workers`: a running
     `Workers` to reuse (tests); default a new fork server. `op_budget_s`: per op and thread
@@ -96,6 +97,8 @@ def measure(preset: str, models=None, quants=None, threads=None, samples=None, q
                 return None   # the caller takes the remaining rounds later (resuming from the side file)
     session.say(session.total, session.total, "done")
     profile = assemble(session.state)
+    if command:
+        profile.method["command"] = command   # what made it, beside its duration (profile_seconds)
     if out is not None:
         save_profile(profile, out)
         try:
