@@ -50,14 +50,6 @@ import paper_scale_report as psr  # noqa: E402
 import ram_fidelity as rf  # noqa: E402
 from paper_scale_report import FIT, FIT_RUNS, GB, MB, POLICIES, combos, read_jsonl, scenario  # noqa: E402
 
-MEASURE = ("import json, sys\n"
-           "from atomsim.process import pin_measurement_process, quiet_import_noise\n"
-           "pin_measurement_process(); quiet_import_noise()\n"
-           "import warnings; warnings.simplefilter('ignore')\n"
-           "from atomsim.profile.memory import measure_module_load\n"
-           "print(json.dumps(measure_module_load(*sys.argv[1:])))\n")
-
-
 def say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -86,7 +78,8 @@ def build(a) -> None:
 def loads(a) -> None:
     """Load temporaries of every module and backend, one new process a load (step 2)."""
     from atomsim import models
-    from atomsim.process import measurement_env
+    from atomsim.errors import AtomsimError
+    from atomsim.profile.memory import measure_module_load_in_new_process
     path = a.out / "load_temporaries.jsonl"
     done = {(r["module"], r["backend"]) for r in read_jsonl(path)}
     for quant in a.quant:
@@ -94,11 +87,10 @@ def loads(a) -> None:
             if (model, quant) in done:
                 continue
             store = a.store or str(models.default_store())
-            out = subprocess.run([sys.executable, "-c", MEASURE, "paper", model, quant, store],
-                                 capture_output=True, text=True, env=measurement_env())
-            if out.returncode:
-                raise SystemExit(f"load of {model}/{quant} failed: {out.stderr[-800:]}")
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            try:
+                r = measure_module_load_in_new_process("paper", model, quant, store)
+            except AtomsimError as e:
+                raise SystemExit(str(e)) from None
             append_jsonl(path, r)
             say(f"load {model}/{quant}: temporaries {r['load_temporaries_bytes'] / MB:.0f} MB, file "
                 f"{r['file_bytes'] / MB:.0f} MB, largest tensor {r['largest_tensor_bytes'] / MB:.0f} MB")

@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from dask_cluster import dask_cluster  # noqa: E402  (the sweep tests' cluster of processes)
+
 MB = 1024 * 1024
 
 
@@ -123,48 +126,19 @@ class Watch(threading.Thread):
             self.poll()
 
 
-@contextlib.contextmanager
-def dask_cluster(workers: int, tmp: Path, profiler: bool = False):
-    """A Dask scheduler and `workers` workers (one thread each, no nanny; the workers' profiler off
-    unless `profiler`, as `run_sweep(dask="local")` starts them), each its own process on 127.0.0.1
-    with ports chosen free. Yields (address, scheduler pid, worker pids)."""
-    sf = tmp / f"scheduler-{time.monotonic_ns()}.json"
-    dask = [sys.executable, "-m", "dask"]
-    env = {**os.environ, **({} if profiler else {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"})}
-    log = open(tmp / "dask.log", "ab")
-    procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(sf)], stdout=log, stderr=log)]
-    try:
-        deadline = time.monotonic() + 120
-        while not sf.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(sf.read_text())["address"]
-        for i in range(workers):
-            procs.append(subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny",
-                                           "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "0",
-                                           "--name", f"w{i}"], stdout=log, stderr=log, cwd=ROOT, env=env))
-        from distributed import Client
-        with Client(address, timeout=120) as c:
-            c.wait_for_workers(workers, timeout=120)
-        yield address, procs[0].pid, [p.pid for p in procs[1:]]
-    finally:   # the workers first (a worker outliving its scheduler waits to reconnect), then the scheduler
-        for group in (procs[1:], procs[:1]):
-            for p in group:
-                p.terminate()
-            for p in group:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        log.close()
+def profiled_cluster(workers: int, tmp: Path, profiler: bool = False):
+    """The Dask cluster of separate processes the sweep tests use (tests/dask_cluster.py), with the
+    workers' profiler off unless `profiler` (as `run_sweep(dask="local")` starts them)."""
+    return dask_cluster(tmp, workers, {} if profiler else {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"},
+                        cwd=ROOT)
 
 
 def one_run(study: Path, out: Path, workers: int, dask: tuple | None) -> dict:
     cmd = [sys.executable, __file__, "--child", str(study), str(out), str(workers)]
     others = []
     if dask:
-        address, sched, wpids = dask
+        address, sched, wprocs = dask
+        sched, wpids = sched.pid, [p.pid for p in wprocs]
         cmd.append(address)
         others = [sched, *wpids]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -226,7 +200,7 @@ def main(argv=None) -> int:
                 runs.append((f"Dask, {max(a.workers)} worker processes", max(a.workers), True))
             for label, workers, dask in runs:
                 out = tmp / f"{points}-{label.replace(' ', '-').replace(',', '')}"
-                with dask_cluster(workers, tmp, a.dask_profiler) if dask else contextlib.nullcontext() as cluster:
+                with profiled_cluster(workers, tmp, a.dask_profiler) if dask else contextlib.nullcontext() as cluster:
                     r = one_run(study, out, workers, cluster)
                 if r.get("crashed"):
                     bad.append(f"{points} points on {label}: {r['first_error']}")

@@ -7,9 +7,6 @@ read tensor by tensor (models/tensorwise.py) and give the same module, to the bi
 whole-state load they replaced (stores built before load unchanged)."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 
 import pytest
 
@@ -19,7 +16,6 @@ from atomsim import models  # noqa: E402
 from atomsim.errors import ModelStoreError  # noqa: E402
 from atomsim.models import quant as q  # noqa: E402
 from atomsim.models import specs, store, tensorwise, zoo  # noqa: E402
-from atomsim.process import measurement_env  # noqa: E402
 from atomsim.profile import memory  # noqa: E402
 
 MB = 10**6
@@ -28,20 +24,11 @@ MB = 10**6
 # (28 and 309 MB files)
 SLACK = 8 * MB
 BACKENDS = ("fp32", "torch-dynamic-int8", "torchao-int8", "torchao-int8-weight-only")
-MEASURE = ("import json, sys\n"
-           "from atomsim.process import pin_measurement_process, quiet_import_noise\n"
-           "pin_measurement_process(); quiet_import_noise()\n"
-           "import warnings; warnings.simplefilter('ignore')\n"
-           "from atomsim.profile.memory import measure_module_load\n"
-           "print(json.dumps(measure_module_load(*sys.argv[1:])))\n")
 
 
 def measure(preset, model, quant, store_dir) -> dict:
     """One load in a new process: file, kept, temporaries, largest tensor (bytes)."""
-    out = subprocess.run([sys.executable, "-c", MEASURE, preset, model, quant, str(store_dir)],
-                         capture_output=True, text=True, env=measurement_env(), timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return memory.measure_module_load_in_new_process(preset, model, quant, store_dir, timeout=600)
 
 
 def bounded(preset, model, quant, store_dir, tries: int = 3) -> dict:

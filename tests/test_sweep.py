@@ -1,9 +1,6 @@
-import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -12,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import test_report_fakes as fakes
+from dask_cluster import dask_cluster
 from atomsim.cli import main
 from atomsim.errors import ConfigError
 from atomsim.report.study import RESULT_COLUMNS, Study, load_study
@@ -285,43 +283,6 @@ def slow_simulate(scenario, profile):
     return simulate(scenario, profile)
 
 
-@contextlib.contextmanager
-def dask_processes(tmp_path: Path, workers: int, env: dict):
-    """A Dask scheduler and `workers` workers (one thread each, no nanny: a killed one stays dead),
-    each its own process on 127.0.0.1, ports chosen free by the system; all stopped on leaving."""
-    sf, dask = tmp_path / "scheduler.json", [sys.executable, "-m", "dask"]
-    log = open(tmp_path / "dask.log", "wb")
-    env = {**os.environ, **env}
-    procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(sf)], stdout=log, stderr=subprocess.STDOUT, env=env)]
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not sf.exists():
-            assert procs[0].poll() is None, (tmp_path / "dask.log").read_text()
-            time.sleep(0.05)
-        time.sleep(0.2)   # the file written whole
-        address = json.loads(sf.read_text())["address"]
-        assert address.startswith("tcp://127.0.0.1:")
-        procs += [subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
-                                    "--no-dashboard", "--memory-limit", "0", "--name", f"w{i}"],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env) for i in range(workers)]
-        from distributed import Client
-        with Client(address, timeout=120) as c:
-            c.wait_for_workers(workers, timeout=120)
-        yield address, procs[1:]
-    finally:   # the workers first (a worker outliving its scheduler waits to reconnect), then the scheduler
-        for group in (procs[1:], procs[:1]):
-            for p in group:
-                p.terminate()
-            for p in group:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        log.close()
-
-
 def test_dask_cluster_of_processes_with_a_worker_killed_gives_the_local_table(tmp_path):
     """120 points of the Pixel 5a assembly (the real simulator) on a scheduler and 2 workers, separate
     processes on loopback; once the first worker has simulated points and a quarter of the rows are
@@ -334,7 +295,7 @@ def test_dask_cluster_of_processes_with_a_worker_killed_gives_the_local_table(tm
     pids, partial = tmp_path / "pids.txt", tmp_path / "dask" / PARTIAL
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
            "SWEEP_TEST_PIDS": str(pids)}
-    with dask_processes(tmp_path, 2, env) as (address, (victim, survivor)):
+    with dask_cluster(tmp_path, 2, env) as (address, _, (victim, survivor)):
         killed_at = []
 
         def kill_midway():

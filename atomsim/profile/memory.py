@@ -195,3 +195,27 @@ def measure_module_load(preset: str, model: str, quant: str, store=None) -> dict
     return {"module": model, "backend": quant, "preset": preset, **figures,
             "file_bytes": sum(f.stat().st_size for f in files),
             "largest_tensor_bytes": tensorwise.largest_tensor_bytes(mod.net)}
+
+
+_LOAD_IN_NEW_PROCESS = ("import json, sys, warnings\n"
+                        "from atomsim.process import pin_measurement_process, quiet_import_noise\n"
+                        "pin_measurement_process(); quiet_import_noise(); warnings.simplefilter('ignore')\n"
+                        "from atomsim.profile.memory import measure_module_load\n"
+                        "print(json.dumps(measure_module_load(*sys.argv[1:])))\n")
+
+
+def measure_module_load_in_new_process(preset: str, model: str, quant: str, store,
+                                       timeout: float | None = None) -> dict:
+    """`measure_module_load` in a new interpreter under atomsim's process settings (a load's
+    figure is its process's own). Raises AtomsimError with the child's last error lines."""
+    import json
+    import subprocess
+    import sys
+
+    from ..errors import AtomsimError
+    from ..process import measurement_env
+    out = subprocess.run([sys.executable, "-c", _LOAD_IN_NEW_PROCESS, preset, model, quant, str(store)],
+                         capture_output=True, text=True, env=measurement_env(), timeout=timeout)
+    if out.returncode:
+        raise AtomsimError(f"the load of {model}/{quant} ({preset}) failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
