@@ -66,7 +66,8 @@ def storage_read(directory, size: int, samples: int) -> dict:
 def measure(preset: str, models=None, quants=None, threads=None, samples=None, quick=False, store=None,
             shape=None, out=None, progress=None, fresh=False, corun=True, corun_threads=(1, 1),
             resume=True, storage_bytes=None, workers: Workers | None = None, op_budget_s=OP_BUDGET_S,
-            rounds_now: int | None = None, corun_pairs=None, pipeline=None, command: str | None = None) -> Profile | None:
+            rounds_now: int | None = None, corun_pairs=None, pipeline=None,
+            command: str | None = None) -> Profile | None:
     """Profile `models` (default: all) of `preset` under `quants` (default: fp32) on this machine.
 
     progress(done, total, description) is called as jobs finish. `command`: the command line that

@@ -25,7 +25,8 @@ def register(sub) -> None:
                    help="search only these policies (default: reload, reuse-serial, reuse-parallel, baseline-resident, "
                    "budget-lru, budget-cost, budget-belady, budget-optimal)")
     p.add_argument("--margin", type=float, default=None, metavar="PCT",
-                   help="headroom kept below each budget, in %% (default 10: twice the RAM fidelity band of fixed policies; 'plans with lanes computing at once measured up to 6%% above their simulated peak)")
+                   help="headroom kept below each budget, in %% (default 10: measured peaks were up to 7.6%% "
+                   "above simulated ones)")
     p.add_argument("--sampler", choices=("auto", "grid", "optuna"), default="auto",
                    help="grid: simulate every schedule; optuna: Optuna's NSGA-II explores --trials of them per budget "
                    "(seeded); auto (default): grid up to 20,000 schedules, optuna above")
