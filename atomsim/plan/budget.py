@@ -54,6 +54,7 @@ class Phase:
     request: int
     modules: tuple[str, ...]    # the modules its stages use, in order
     work: int                   # working memory while it runs (bytes)
+    ops: frozenset = frozenset()   # its ops' heaps, kept after it until a load's or free's trim
 
 
 @dataclass
@@ -101,10 +102,13 @@ class Model:
         anon = profile.baseline_anon_bytes
         self.base = (anon if anon is not None else base) + kept   # charged: file pages of libraries are not
         self.phases: list[Phase] = []
+        self.retained: dict[tuple, int] = {}   # (module, op) -> the heap its calls keep
         for r in range(sc.workload.request_count()):
             for ph in phases(b.pipe):
                 mods = tuple(dict.fromkeys(s.module for s in ph if s.module))
-                self.phases.append(Phase(r, mods, working_memory(b, profile, ph)))
+                work, kept = working_memory(b, profile, ph)
+                self.retained.update(kept)
+                self.phases.append(Phase(r, mods, work, frozenset(kept)))
         self.start = Cache()
         if sc.page_cache == "warm":   # as the simulator starts warm: every file read, by key
             for m in sorted(self.sizes, key=lambda m: b.instances[m].key):
@@ -114,11 +118,22 @@ class Model:
     def weights(self, mods) -> int:
         return sum(self.sizes[m].weights for m in mods)
 
-    def load_need(self, resident, m: str) -> int:
-        return self.base + self.weights(resident) + self.sizes[m].weights + self.sizes[m].temporaries
+    def load_need(self, resident, m: str, heap: frozenset = frozenset()) -> int:
+        """`heap`: the ops whose kept heap is there when the load starts (its trim returns it)."""
+        return (self.base + self.weights(resident) + self.sizes[m].weights + self.sizes[m].temporaries
+                + sum(self.retained[o] for o in heap))
 
-    def run_need(self, resident, k: int) -> int:
-        return self.base + self.weights(resident) + self.phases[k].work
+    def heap_after(self, k: int, heap: frozenset, trimmed: bool, freed_after: bool) -> frozenset:
+        """The ops' heaps kept after phase k ran: a load or free before it (`trimmed`) returned
+        the earlier ones; frees after it (`freed_after`) return all."""
+        if freed_after:
+            return frozenset()
+        return self.phases[k].ops if trimmed else heap | self.phases[k].ops
+
+    def run_need(self, resident, k: int, heap: frozenset = frozenset()) -> int:
+        """`heap`: earlier ops whose kept heap is there while phase k runs (no trim since)."""
+        return (self.base + self.weights(resident) + self.phases[k].work
+                + sum(self.retained[o] for o in heap - self.phases[k].ops))
 
     def reload_s(self, m: str, cache: Cache) -> float:
         """What loading m would take now: warm while its file is in the page cache."""
@@ -128,12 +143,14 @@ class Model:
     def next_use(self, m: str, k: int) -> int:
         return next((j for j in range(k + 1, len(self.phases)) if m in self.phases[j].modules), len(self.phases))
 
-    def phase(self, k: int, kept: list[str], loads: list[str], cache: Cache) -> float | None:
-        """Load `loads` in order onto `kept`, then run phase k: the predicted load seconds, with
-        `cache` updated as the simulator's would be; None when a load or the run does not fit."""
+    def phase(self, k: int, kept: list[str], loads: list[str], cache: Cache,
+              heap: frozenset = frozenset()) -> float | None:
+        """Load `loads` in order onto `kept` (the first beside the `heap` earlier ops kept), then
+        run phase k: the predicted load seconds, with `cache` updated as the simulator's would
+        be; None when a load or the run does not fit."""
         total, held = 0.0, list(kept)
-        for m in loads:
-            need = self.load_need(held, m)
+        for i, m in enumerate(loads):
+            need = self.load_need(held, m, heap if i == 0 else frozenset())
             if need > self.budget:
                 return None
             total += self.reload_s(m, cache)
@@ -141,30 +158,41 @@ class Model:
             cache.touch(m)
             cache.fit(self, self.budget - need)
             held.append(m)
-        need = self.run_need(held, k)
+        need = self.run_need(held, k, heap if not loads else frozenset())
         if need > self.budget:
             return None
         cache.fit(self, self.budget - need)
         return total
 
 
-def working_memory(b: Builder, profile, phase) -> int:
-    """Bytes a phase's steps hold while it runs: the largest op's (or, with parallel lanes, every
-    per-clip op's) activations and inputs, plus queue_size + 1 clips of decoded frames."""
-    parts, frames = [], 0
+def working_memory(b: Builder, profile, phase) -> tuple[int, dict[tuple, int]]:
+    """Bytes a phase's steps hold while it runs: with parallel lanes, every op's activations and
+    inputs at once; serial, the largest of an op's plus the heap the phase's other ops keep (the
+    simulator keeps each op's retained heap apart until a trim); plus queue_size + 1 clips of
+    decoded frames. And what each of its ops (and the frames) keep after it, by (module, op)."""
+    peaks, kept, frames = [], {}, 0
     for s in phase:
         if s.module is None:
-            parts.append(int(profile.pipeline_ops_bytes.get(s.op, 0)))
+            peaks.append((int(profile.pipeline_ops_bytes.get(s.op, 0)), None))
             continue
         ref = b.instances[s.module]
         op = profile.op(ref.model, ref.quant, s.op)
+        peak = op.activation_peak_bytes or 0
+        kept[(s.module, s.op)] = min(op.heap_retained_bytes or 0, peak)
         if "frames" in s.inputs:
             frames = max(frames, op.input_bytes)
-            parts.append(op.activation_peak_bytes or 0)
+            peaks.append((peak, (s.module, s.op)))
         else:
-            parts.append((op.activation_peak_bytes or 0) + op.input_bytes)
-    held = sum(parts) if b.parallel and any(s.per_clip for s in phase) else max(parts, default=0)
-    return held + frames * (b.w.queue_size + 1)
+            peaks.append((peak + op.input_bytes, (s.module, s.op)))
+    frames *= b.w.queue_size + 1
+    if b.parallel and any(s.per_clip for s in phase):
+        held = sum(p for p, _ in peaks)
+    else:
+        others = sum(kept.values())
+        held = max((p + others - kept.get(o, 0) for p, o in peaks), default=0)
+    if frames:
+        kept[("", "frames")] = frames
+    return held + frames, kept
 
 
 # ---- the rules: a forward pass over the phases
@@ -175,6 +203,7 @@ def rule_actions(model: Model, rule: str, marks: dict[str, str]) -> list[Action]
     level = 0.0
     cache = model.start.copy()
     actions = []
+    heap: frozenset = frozenset()   # ops whose kept heap is there (until a trim)
     for k, ph in enumerate(model.phases):
         act = Action()
 
@@ -200,44 +229,49 @@ def rule_actions(model: Model, rule: str, marks: dict[str, str]) -> list[Action]
 
         for m in ph.modules:
             if m not in resident:
-                evict(m, lambda: model.load_need(resident, m))
+                first = not act.load and not act.evict   # loads and frees trim the heap at their end
+                evict(m, lambda: model.load_need(resident, m, heap if first and not act.evict else frozenset()))
                 resident.append(m)
                 act.load.append(m)
-        evict("run", lambda: model.run_need(resident, k))
+        evict("run", lambda: model.run_need(resident, k, frozenset() if act.evict or act.load else heap))
         kept = [m for m in resident if m not in act.load]
-        model.phase(k, kept, act.load, cache)   # the cache as the loads and the run leave it
+        model.phase(k, kept, act.load, cache, frozenset() if act.evict else heap)   # the cache as they leave it
         for m in ph.modules:
             last_use[m], inflation[m] = k, level
             if marks.get(m) == "reload":
                 resident.remove(m)
                 act.after.append(m)
+        heap = model.heap_after(k, heap, bool(act.evict or act.load), bool(act.after))
         actions.append(act)
     return actions
 
 
 def optimal_actions(model: Model, marks: dict[str, str]) -> list[Action]:
     """The fewest predicted load seconds over every choice of what to carry from phase to phase
-    (dynamic programming over the reachable states: the modules carried out of a phase and the
-    page cache's files in LRU order). Where nothing fits, the minimal-memory choice (the simulator
-    then reports the out-of-memory)."""
-    best: dict[tuple, tuple[float, list[Action]]] = {(frozenset(), tuple(model.start.files)): (0.0, [])}
+    (dynamic programming over the reachable states: the modules carried out of a phase, the
+    page cache's files in LRU order and the ops whose kept heap is there). Where nothing fits, the
+    minimal-memory choice (the simulator then reports the out-of-memory)."""
+    start = (frozenset(), tuple(model.start.files), frozenset())
+    best: dict[tuple, tuple[float, list[Action]]] = {start: (0.0, [])}
     for k, ph in enumerate(model.phases):
         nxt: dict[tuple, tuple[float, list[Action]]] = {}
-        for (carried, files), (cost, acts) in best.items():
+        after = [m for m in ph.modules if marks.get(m) == "reload"]
+        for (carried, files, heap), (cost, acts) in best.items():
             optional = [m for m in model.sizes if m in carried and m not in ph.modules and marks.get(m) != "keep"]
             loads = [m for m in ph.modules if m not in carried]
             for n in range(len(optional) + 1):
                 for drop in itertools.combinations(optional, n):
                     kept = [m for m in model.sizes if m in carried and m not in drop]
                     cache = Cache(files)
-                    t = model.phase(k, kept, loads, cache)
+                    t = model.phase(k, kept, loads, cache, frozenset() if drop else heap)
                     if t is None:
                         continue
-                    key = (frozenset(m for m in kept + loads if marks.get(m) != "reload"), tuple(cache.files))
+                    key = (frozenset(m for m in kept + loads if marks.get(m) != "reload"), tuple(cache.files),
+                           model.heap_after(k, heap, bool(drop or loads), bool(after)))
                     if key not in nxt or cost + t < nxt[key][0] - 1e-12:
                         why = {"evicted_by": "optimal", "for": loads[0] if loads else "run"}
                         act = Action([(m, {**why, "freed_bytes": model.sizes[m].weights}) for m in drop], loads,
-                                     [m for m in ph.modules if marks.get(m) == "reload"])
+                                     after)
                         nxt[key] = (cost + t, acts + [act])
         if not nxt:   # nothing fits: carry nothing the phase does not use
             return minimal_actions(model, marks)

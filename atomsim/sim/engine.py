@@ -9,12 +9,16 @@ done and the lane is free.
   prefill is not modelled apart). Memory: `input_bytes` as inputs and `activation_peak_bytes` as
   activations while it runs; when it returns, its `heap_retained_bytes` (freed memory the
   allocator keeps, measured) stay counted as activations until the next load or free trims the
-  heap, and serve the op's next call first (the next call adds only what exceeds them).
+  heap, and serve that op's next call first (the next call adds only what exceeds them). Each op
+  keeps its own: what one op kept does not serve another's calls, so alternating ops keep the sum
+  (measured, benchmarks/heap_interleave.py: small dyn8 encode and caption alternating on clips
+  decoded in another thread keep 130 MB over their weights; per op the simulator has 113 MB while
+  encode runs, with one heap serving any op it had 85 MB).
 - clip frames (streamed): `decode:i` makes clip i's frames (the `input_bytes` of the first op
   that reads them, the encode op in the paper's pipelines) inputs when it starts, taking first
-  what the allocator kept of released frames; when the last step reading them returns
-  (`encode:i`), clip i's frames are released, and the allocator keeps them (counted as
-  activations) until the next decode reuses them or a load or free trims the heap.
+  what the allocator kept of released frames (a pool of their own); when the last step reading
+  them returns (`encode:i`), clip i's frames are released, and the allocator keeps them (counted
+  as activations) until the next decode reuses them or a load or free trims the heap.
 - the first call of an op since its module was loaded takes, on top, what the profile's first
   call took above its median (`first_call_s`: one-time set-up, e.g. a tiny captioner's first
   caption 0.6 s against 0.25 s; not in profiles taken before 2026-12-03, which keep their figures).
@@ -166,7 +170,9 @@ class Engine:
                           uncharged_bytes=uncharged_baseline(profile))
         self.same_storage = same_storage(profile, device)
         self.loads: list[dict] = []
-        self.held = 0                       # freed heap the allocator keeps (until a trim), counted in activations
+        # freed heap the allocator keeps (until a trim), counted in activations: per op (and one
+        # pool for clip frames), as what one op keeps does not serve another's calls
+        self.held: dict = {}
         self.oom_event: dict | None = None
         self.runtime_kept = 0               # baseline growth from freed modules' first-use state
         self.called: set[tuple[str, str]] = set()   # (instance, op) run since the instance's load
@@ -248,16 +254,16 @@ class Engine:
     def _decode(self, s: Step):
         """Clip frames become inputs; freed heap the allocator kept serves them first."""
         nbytes = self.frames.get((s.request, s.clip), 0)
-        take = min(self.held, nbytes)
-        self.held -= take
+        take = min(self.held.get("frames", 0), nbytes)
+        self.held["frames"] = self.held.get("frames", 0) - take
         self.mem.change(s.id, inputs=nbytes, activations=-take)
         curve, key = self.curves[s.id]
         yield self.cpu.run(s.id, 1, curve, key)
 
     def _run(self, s: Step):
-        """An op's activations come first from the freed heap the allocator kept (any op's: one
-        heap), the rest grows the process; at its end the op gives back what it took and keeps
-        its measured retained heap, so the heap kept after it is max(kept before, retained)."""
+        """An op's activations come first from the freed heap its own earlier calls kept, the rest
+        grows the process; at its end the op gives back what it took and keeps its measured
+        retained heap, so its pool after it is max(its pool before, retained)."""
         curve, key = self.curves[s.id]
         inputs = peak = kept = 0
         if s.instance is not None:
@@ -270,21 +276,23 @@ class Engine:
             kept = min(op.heap_retained_bytes or 0, peak)
         else:   # module-less (assemble): its measured buffers, returned when it ends
             peak = int(self.profile.pipeline_ops_bytes.get(s.op, 0))
-        take = min(self.held, peak)
-        self.held -= take
+        pool = (s.instance, s.op)
+        take = min(self.held.get(pool, 0), peak)
+        self.held[pool] = self.held.get(pool, 0) - take
         if inputs or peak - take:
             self.mem.change(s.id, inputs=inputs, activations=peak - take)
         yield self.cpu.run(s.id, s.threads, curve, key)
         keep = max(0, kept - take)
         frames = self.frames.get(self.releases[s.id], 0) if s.id in self.releases else 0   # released, kept until a trim
-        self.held += take + keep + frames
+        self.held[pool] = self.held.get(pool, 0) + take + keep
+        self.held["frames"] = self.held.get("frames", 0) + frames
         if inputs or peak - take - keep or frames:
             self.mem.change(s.id, inputs=-inputs - frames, activations=keep - (peak - take) + frames)
 
     def _trim(self, s: Step) -> None:
         """malloc_trim at the end of a load or free: the allocator returns the freed heap it kept
         (what running ops took from it is in use)."""
-        drop, self.held = self.held, 0
+        drop, self.held = sum(self.held.values()), {}
         if drop:
             self.mem.change(s.id, activations=-drop)
 
