@@ -143,17 +143,28 @@ def job_baseline(job) -> dict:
 
 def decode_cost(src: Path, samples: int, frames: int, frame_size: int) -> dict:
     """Seconds to decode one clip's frames from the reference video `src` (320x240, 10 fps h264)
-    with the runner's decoder (the plan's `decode:i` step), cycling over its clips; one warm-up."""
-    from atomsim.run.video import decode_clip, read_clips
+    as the runner's `decode:i` step does (run/decoder.py: through a decoder process, started once
+    before the samples and not timed, then normalized here; in this thread under
+    ATOMSIM_DECODE_IN_THREAD=1), cycling over its clips; one warm-up, kept apart. Also the decoder
+    process's peak RSS (`decoder_peak_bytes`, None in a thread): memory beside the runner's own
+    that `baseline_rss_bytes` does not include."""
+    from atomsim.run.decoder import decode, start_decoder
+    from atomsim.run.video import read_clips
     clips = read_clips(str(src), ASSEMBLE_REFERENCE["clip_s"], ASSEMBLE_REFERENCE["clip_s"] / 2, frames,
                        frame_size).clips
+    dec = start_decoder()
     xs = []
-    for i in range(samples + 1):
-        t0 = time.perf_counter()
-        decode_clip(clips[i % len(clips)], frames, frame_size)
-        xs.append(time.perf_counter() - t0)
-    return {"samples": xs[1:], "warmups": xs[:1], "reference": dict(ASSEMBLE_REFERENCE, frames=frames,
-                                                                     frame_size=frame_size)}
+    try:
+        for i in range(samples + 1):
+            t0 = time.perf_counter()
+            decode(clips[i % len(clips)], frames, frame_size, dec)
+            xs.append(time.perf_counter() - t0)
+        peak = dec.peak_bytes() if dec is not None else None
+    finally:
+        if dec is not None:
+            dec.stop()
+    return {"samples": xs[1:], "warmups": xs[:1], "decoder": "thread" if dec is None else "process",
+            "decoder_peak_bytes": peak, "reference": dict(ASSEMBLE_REFERENCE, frames=frames, frame_size=frame_size)}
 
 
 def assemble_cost(src: Path, samples: int) -> dict:

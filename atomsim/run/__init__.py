@@ -12,7 +12,10 @@ the video of an assemble stage as `<out>.mp4` (`<out>-r<k>.mp4` for request k >=
 file atomically. timeline.png is the
 command's (`run.cli.draw_timeline`): the runner imports nothing of atomsim.report. Clips are
 decoded by the plan's `decode:i` steps (streamed, at most `queue_size` clips of frames
-resident). Under a RAM limit: `limit.py`.
+resident) in a decoder process of the run's own (decoder.py: PyAV away from the lanes'
+interpreter lock; `ATOMSIM_DECODE_IN_THREAD=1` decodes in the lane's thread instead), started and
+warmed with the first clip before the run's clock starts, stopped at its end and on any error or
+Ctrl-C; the summary's `decoder_peak_bytes` is that process's peak RSS. Under a RAM limit: `limit.py`.
 The runner executes the plan of `atomsim.plan.make_plan(scenario, policy, clips=n)` where n is
 the number of clips really cut from the readable videos; it does not rebuild plans.
 """
@@ -150,10 +153,16 @@ def run_scenario(scenario, videos, policy=None, out_dir=None, store=None, querie
     store = Path(store) if store else models.default_store()
     bar = tqdm(total=len(videos), disable=not progress, unit="step", dynamic_ncols=True, leave=False)
     log = EventLog(events) if events else None
+    decoder = None
     try:
         prep = _prepare(sc, videos, policy or sc.policy, store, bar)
-        trace, monitor, pipe, loads = _execute(sc, prep, store, out_dir, bar, log)
+        decoder = _start_decoder(prep["clips"][0], sc.workload)
+        trace, monitor, pipe, loads = _execute(sc, prep, store, out_dir, bar, log, decoder)
+        if decoder is not None:
+            prep["decoder_peak_bytes"] = decoder.peak_bytes()
     finally:
+        if decoder is not None:
+            decoder.stop()
         bar.close()
         gc.unfreeze()
         if log is not None:
@@ -194,7 +203,14 @@ def _prepare(sc, videos, policy, store, bar) -> dict:
     return {"clips": clips, "infos": infos, "skipped": skipped, "read_s": read_s, "plan": plan}
 
 
-def _execute(sc, prep, store, out_dir, bar, log):
+def _start_decoder(first_clip, w):
+    """The decode steps' worker process (decoder.py), warmed with the run's first clip: start-up,
+    before the run's clock (None under ATOMSIM_DECODE_IN_THREAD=1)."""
+    from .decoder import start_decoder
+    return start_decoder(warm=(first_clip, w.frames_per_clip, w.frame_size))
+
+
+def _execute(sc, prep, store, out_dir, bar, log, decoder=None):
     from .. import models
     from ..schema.trace import Trace
     from .assemble import assemble
@@ -203,7 +219,7 @@ def _execute(sc, prep, store, out_dir, bar, log):
     from .pipeline import Dataflow
 
     plan, clips = prep["plan"], prep["clips"]
-    pipe = Dataflow(plan.pipeline, clips, sc.workload,
+    pipe = Dataflow(plan.pipeline, clips, sc.workload, decoder=decoder,
                     assemble_fn=lambda chosen, name, r: assemble(chosen, out_dir / _video_name(name, r)))
     trace = Trace.for_plan(plan, "measured", scenario=sc.name, preset=sc.models.preset, clips=len(clips))
     loads: list[dict] = []
@@ -282,6 +298,8 @@ def _finish(sc, prep, trace, monitor, pipe, loads, out_dir) -> RunResult:
         "loads": match_loads(plan, loads),
         "memory_events": monitor.events, "outcome": "completed"})
     summary["peak_bytes"], summary["breakdown_bytes"] = int(peak), {k: int(v) for k, v in breakdown.items()}
+    if "decoder_peak_bytes" in prep:   # the decoder process's own peak RSS, apart (memory.py)
+        summary["decoder_peak_bytes"] = prep["decoder_peak_bytes"]
     if plan.evictions():   # a budget policy's frees, each with its reason (the simulator's summary has the same)
         summary["evictions"] = plan.evictions()
     from ..schema.energy import add_energy

@@ -25,6 +25,11 @@ Method (documented in docs/running.md):
     the sample, else `activations` (the ops running then: encode, caption, generate, embed...).
 - The peak's breakdown is the breakdown of the sample with the highest RSS; if VmHWM exceeds it
   (a spike between samples), the excess is added to that sample's rest category.
+- All of the above is the runner's own process. The `decode:i` steps decode in a worker process
+  (decoder.py) whose memory none of it counts: its peak RSS, VmHWM of /proc/<pid>/status read at
+  the end of the run before the worker stops (`process_peak_bytes`), is the summary's separate
+  `decoder_peak_bytes` (start-up imports and the run's decodes; None where unreadable, absent
+  under ATOMSIM_DECODE_IN_THREAD=1, where decoding is the runner's own memory).
 """
 from __future__ import annotations
 
@@ -45,6 +50,18 @@ def rss_bytes() -> int:
     except OSError:
         import psutil
         return psutil.Process().memory_info().rss
+
+
+def process_peak_bytes(pid: int) -> int | None:
+    """Peak RSS (VmHWM) of another process, e.g. the decoder worker; None if unreadable."""
+    try:
+        with open(f"/proc/{int(pid)}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def tensor_bytes(module) -> int:

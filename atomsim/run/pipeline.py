@@ -2,7 +2,10 @@
 pipeline stage wires (`in`, `out`), through the op registry's functions (ops.py). No task is
 named here and no step id is read: a step's stage is `step.node`, its clip `step.clip`.
 
-- `decode` (implicit): clip i's frames, decoded from its video ahead of the stages that read them.
+- `decode` (implicit): clip i's frames, decoded from its video ahead of the stages that read them,
+  by the run's decoder process (decoder.py; the lane's thread waits for the uint8 frames, GIL
+  released, and normalizes them), or in the lane's thread without one (`decoder=None`, as under
+  ATOMSIM_DECODE_IN_THREAD=1).
 - a per-clip stage reads per-clip values of its clip; its output is kept per clip. A per-clip
   value is released when the last per-clip stage that reads it has run on that clip, unless a
   per-request stage reads it (then it is kept for the request: captions, say).
@@ -26,8 +29,9 @@ from .video import Clip
 class Dataflow:
     """Holds the run's values (clips, per-clip and per-request outputs) and calls the ops."""
 
-    def __init__(self, pipeline, clips: list[Clip], workload, assemble_fn=None):
+    def __init__(self, pipeline, clips: list[Clip], workload, assemble_fn=None, decoder=None):
         self.pipe, self.clips, self.w = pipeline, clips, workload
+        self.decoder = decoder   # decoder.DecoderProcess, or None: decode in the lane's thread
         self.assemble_fn = assemble_fn   # assemble_fn(clips, out_name, request) -> output path
         # per-clip stages reading each value (released after the last), and what requests keep
         self.readers = Counter(v for s in pipeline.stages if s.per_clip for v in s.inputs)
@@ -58,9 +62,9 @@ class Dataflow:
                 if step.request != self.request:
                     self._next_request(step.request)
         if step.op == "decode":
-            from .video import decode_clip
-            frames = decode_clip(self.clips[step.clip], int(step.args.get("frames", 6)),
-                                 int(step.args.get("frame_size", 224)))
+            from .decoder import decode
+            frames = decode(self.clips[step.clip], int(step.args.get("frames", 6)),
+                            int(step.args.get("frame_size", 224)), self.decoder)
             with self.lock:
                 self.clips[step.clip].frames = frames
             return

@@ -2,7 +2,10 @@
 
 `trace.json` is Chrome trace event JSON (opens in Perfetto and chrome://tracing): one track per
 lane ("X" events, µs), memory as a counter ("C" events). `summary.json` holds end-to-end time,
-per-stage totals, the peak memory and its breakdown, and out-of-memory events.
+per-stage totals, the peak memory and its breakdown, and out-of-memory events. Optional, in a
+measured run's summary only: `decoder_peak_bytes`, the peak RSS of the runner's decoder process
+(run/decoder.py), apart from `peak_bytes` (the runner's own process); absent in simulated
+summaries and in runs that decode in the lane thread (ATOMSIM_DECODE_IN_THREAD=1).
 """
 from __future__ import annotations
 
