@@ -227,9 +227,13 @@ def test_profile_decode_cost_through_the_worker(vids, monkeypatch):
     from atomsim.profile.device_jobs import decode_cost
     r = decode_cost(vids["ref"], 3, 6, 224)
     assert r["decoder"] == "process" and len(r["samples"]) == 3 and len(r["warmups"]) == 1
+    # what a memory cgroup charges for the worker (a Python with PyAV and numpy: 10-40 MB), and
+    # its peak RSS (with the libraries' file pages) above it
+    assert 5_000_000 < r["decoder_anon_bytes"] < 100_000_000 and r["decoder_peak_bytes"] > r["decoder_anon_bytes"]
     assert not _decoders()
     monkeypatch.setenv(IN_THREAD_ENV, "1")
-    assert decode_cost(vids["ref"], 1, 6, 32)["decoder"] == "thread"
+    r = decode_cost(vids["ref"], 1, 6, 32)
+    assert r["decoder"] == "thread" and r["decoder_anon_bytes"] is None
 
 
 # ---------------------------------------------------------------- the point of it

@@ -391,6 +391,24 @@ def test_runtime_file_pages_are_not_charged_against_the_limit():
     assert not res.summary["completed"] and res.summary["oom_event"]["charged_bytes"] == res.summary["oom_event"]["total_bytes"] - 40_000_000
 
 
+def test_the_decoder_process_is_charged_against_the_limit_not_counted_in_the_peak():
+    """The runner's decoder process (run/decoder.py) is charged by a RAM limit beside the
+    simulated process: the profile's decoder_anon_bytes moves the fit by that much, and the
+    simulated peak (the runner's own process, as it measures it) not at all."""
+    prof = make_profile()
+    sc = make_scenario(policy="reload", clips=2)
+    peak = simulate(sc, prof).summary["peak_bytes"]
+    fits = sc.with_changes(**{"device.ram_bytes": peak + 10_000_000})
+    assert simulate(fits, prof).summary["completed"]
+    prof.decoder_anon_bytes = 25_000_000
+    res = simulate(fits, prof)
+    assert not res.summary["completed"]
+    ev = res.summary["oom_event"]
+    assert ev["charged_bytes"] == ev["total_bytes"] + 25_000_000
+    roomy = sc.with_changes(**{"device.ram_bytes": peak + 26_000_000})
+    assert simulate(roomy, prof).summary["completed"] and simulate(roomy, prof).summary["peak_bytes"] == peak
+
+
 def test_freed_modules_first_use_state_stays_in_the_baseline():
     """kept_after_free_bytes (measured per module, each in a fresh process): the baseline grows to
     the largest figure among the modules freed so far, not their sum."""

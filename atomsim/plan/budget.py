@@ -100,7 +100,8 @@ class Model:
             kept = max(kept, min(mp.kept_after_free_bytes or 0, mp.resident_bytes))
         base = int(profile.baseline_rss_bytes or 0)
         anon = profile.baseline_anon_bytes
-        self.base = (anon if anon is not None else base) + kept   # charged: file pages of libraries are not
+        # charged: file pages of libraries are not; the decoder process is (where measured)
+        self.base = (anon if anon is not None else base) + kept + int(profile.decoder_anon_bytes or 0)
         self.phases: list[Phase] = []
         self.retained: dict[tuple, int] = {}   # (module, op) -> the heap its calls keep
         for r in range(sc.workload.request_count()):

@@ -147,7 +147,8 @@ def decode_cost(src: Path, samples: int, frames: int, frame_size: int) -> dict:
     before the samples and not timed, then normalized here; in this thread under
     ATOMSIM_DECODE_IN_THREAD=1), cycling over its clips; one warm-up, kept apart. Also the decoder
     process's peak RSS (`decoder_peak_bytes`, None in a thread): memory beside the runner's own
-    that `baseline_rss_bytes` does not include."""
+    that `baseline_rss_bytes` does not include, and its anonymous part after the samples
+    (`decoder_anon_bytes`: what a memory cgroup charges for it)."""
     from atomsim.run.decoder import decode, start_decoder
     from atomsim.run.video import read_clips
     clips = read_clips(str(src), ASSEMBLE_REFERENCE["clip_s"], ASSEMBLE_REFERENCE["clip_s"] / 2, frames,
@@ -160,11 +161,13 @@ def decode_cost(src: Path, samples: int, frames: int, frame_size: int) -> dict:
             decode(clips[i % len(clips)], frames, frame_size, dec)
             xs.append(time.perf_counter() - t0)
         peak = dec.peak_bytes() if dec is not None else None
+        anon = dec.anon_bytes() if dec is not None else None
     finally:
         if dec is not None:
             dec.stop()
     return {"samples": xs[1:], "warmups": xs[:1], "decoder": "thread" if dec is None else "process",
-            "decoder_peak_bytes": peak, "reference": dict(ASSEMBLE_REFERENCE, frames=frames, frame_size=frame_size)}
+            "decoder_peak_bytes": peak, "decoder_anon_bytes": anon,
+            "reference": dict(ASSEMBLE_REFERENCE, frames=frames, frame_size=frame_size)}
 
 
 def assemble_cost(src: Path, samples: int) -> dict:

@@ -179,6 +179,7 @@ def assemble(state: dict) -> Profile:
         version=PROFILE_VERSION, source="measured", created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         preset=cfg["preset"], device=device, method=method,
         baseline_rss_bytes=int(base["rss"]), baseline_anon_bytes=int(base["anon"]) if base.get("anon") else None,
+        decoder_anon_bytes=base.get("decode", {}).get("decoder_anon_bytes"),
         storage_read_bytes_per_s=bw["bytes_per_s"], memray=has_memray,
         modules=modules, corun=[CoRun.model_validate(v) for v in state["corun"].values()],
         pipeline_ops_s={"rank": rank.median, "assemble": assemble_s.median if assemble_s else 0.0,
@@ -250,6 +251,8 @@ def method_text(cfg: dict, whole: dict, device: dict) -> dict:
                                      "lane does (the allocator's state then matches the runner's)",
         "ops.planned_activation_bytes": "ExecuTorch programs only: the largest total of non-constant buffers among the "
                                         "program's execution plans (activation memory planned ahead of time)",
+        "decoder_anon_bytes": "anonymous memory (RssAnon) of the runner's decoder process after it decoded the "
+                              "reference clips (the decode samples): charged by a RAM limit beside the runner's own",
         "ops.heap_retained_bytes": "max over thread counts of anonymous memory after that call (gc.collect, no "
                                    "malloc_trim) minus before it (after gc and malloc_trim): freed memory the allocator "
                                    "keeps until the next trim",

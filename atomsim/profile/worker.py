@@ -30,27 +30,6 @@ from . import memory
 ASSEMBLE_REFERENCE = {"width": 320, "height": 240, "fps": 10, "clip_s": 10.0, "clips": 3}
 
 
-def preload() -> None:
-    """Import everything a load needs, so that figures taken after it count the module only."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch  # noqa: F401
-    import safetensors.torch  # noqa: F401
-    import transformers
-    for name in ("CLIPVisionModel", "LlamaForCausalLM", "BertLMHeadModel", "BertModel", "AutoTokenizer",
-                 "DynamicCache", "EncoderDecoderCache"):
-        getattr(transformers, name, None)
-    try:
-        import torchao.quantization  # noqa: F401
-    except Exception:
-        pass
-    import atomsim.models  # noqa: F401
-    for mod in ("atomsim.models.zoo", "atomsim.models.store", "atomsim.models.quant"):
-        try:
-            __import__(mod)
-        except Exception:
-            pass
-
-
 # ------------------------------------------------------------------ targets
 
 def weight_files(job) -> list[str]:
@@ -377,6 +356,7 @@ def _private_stdout():
 
 
 def serve() -> None:
+    from atomsim.models import preload
     out = _private_stdout()
     preload()
     # freeze the imports' objects (as the runner does before its first load): a forked child's
@@ -418,6 +398,7 @@ def main(argv=None) -> int:
         serve()
         return 0
     if len(argv) == 2 and argv[0] == "run":
+        from atomsim.models import preload
         out = _private_stdout()
         preload()
         gc.collect()

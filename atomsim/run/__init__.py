@@ -240,7 +240,10 @@ def _execute(sc, prep, store, out_dir, bar, log, decoder=None):
     # scan's freed buffers back (malloc_trim), so that the pipeline starts from the heap the
     # profile's baseline_rss_bytes describes, whatever length of video was scanned (measured:
     # without it the start RSS was 451 MB after a 31 s video and 470 MB after a 65 s one,
-    # against 436-438 MB trimmed)
+    # against 436-438 MB trimmed). Before that, the imports every load needs, as the profiler's
+    # workers make them before they time a load (models.preload): a first load that imports
+    # holds the interpreter lock, and the lanes beside it wait
+    models.preload()
     gc.collect()
     models.malloc_trim()
     gc.freeze()

@@ -181,6 +181,14 @@ class DecoderProcess:
             return None
         return process_peak_bytes(self.proc.pid)
 
+    def anon_bytes(self) -> int | None:
+        """The worker's anonymous memory now (RssAnon): what a memory cgroup charges for it
+        beyond the pages it shares with the runner; None if gone or unknown."""
+        from .memory import process_status_bytes
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        return process_status_bytes(self.proc.pid, "RssAnon")
+
     def stop(self) -> None:
         """Ask the worker to exit; kill it if it has not within STOP_TIMEOUT_S (or if a request
         holds the pipe that long). Idempotent; the worker is not started again."""

@@ -16,7 +16,8 @@ run's anonymous memory (heap, tensors: the weights are read into it) plus the pa
 files it reads first (weights, videos). Page cache is taken back before the kernel kills, so it
 decides speed (cold re-reads), not the outcome. Shared libraries that other processes read first
 (torch, Python) stay charged to those: the simulator leaves the runtime's file pages out of the
-charge in the same way (`sim.engine.uncharged_baseline`).
+charge in the same way (`sim.engine.uncharged_baseline`), and charges the runner's decoder process
+(run/decoder.py) where the profile measured it.
 """
 from __future__ import annotations
 

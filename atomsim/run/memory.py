@@ -54,10 +54,15 @@ def rss_bytes() -> int:
 
 def process_peak_bytes(pid: int) -> int | None:
     """Peak RSS (VmHWM) of another process, e.g. the decoder worker; None if unreadable."""
+    return process_status_bytes(pid, "VmHWM")
+
+
+def process_status_bytes(pid: int, field: str) -> int | None:
+    """A kB field of /proc/<pid>/status (VmHWM, RssAnon...) in bytes; None if unreadable."""
     try:
         with open(f"/proc/{int(pid)}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass

@@ -204,6 +204,10 @@ class Profile(BaseModel):
     # of that RSS, the anonymous part (heap, torch's allocations); the rest is file pages
     # (shared libraries) that a memory cgroup does not charge when other processes read them first
     baseline_anon_bytes: int | None = Field(default=None, ge=0)
+    # the runner's decoder process (run/decoder.py): its anonymous memory after decoding clips,
+    # which a RAM limit (the run's memory cgroup) charges beside the runner's own; none in
+    # profiles taken before 2026-12-03 (their runs decoded in a lane thread)
+    decoder_anon_bytes: int | None = Field(default=None, ge=0)
     storage_read_bytes_per_s: float | None = Field(default=None, gt=0)
     memray: bool = False
     modules: dict[str, ModuleProfile]

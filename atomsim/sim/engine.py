@@ -42,7 +42,8 @@ done and the lane is free.
 - Loads and frees end with a heap trim (as `models.load` and `Module.free` call malloc_trim):
   the freed heap the allocator kept is returned (what running ops took from it stays in use).
 - Out of memory: the run stops at that moment (`OutOfMemory`). What counts against the RAM
-  limit is `memory.py`'s charge (process memory less the runtime's shared-library pages).
+  limit is `memory.py`'s charge (process memory less the runtime's shared-library pages, plus the
+  runner's decoder process where the profile measured it: `uncharged_baseline`).
 """
 from __future__ import annotations
 
@@ -139,11 +140,17 @@ def check_profile(profile: Profile, plan: Plan) -> None:
 
 
 def uncharged_baseline(profile: Profile) -> int:
-    """Bytes of the runtime baseline that a RAM limit does not charge: its file pages (shared
-    libraries, read first by other processes and given back under pressure), where the profile
-    measured the split (`baseline_anon_bytes`); else 0 (the whole RSS counts)."""
+    """Bytes of the simulated process memory that a RAM limit does not charge: the runtime
+    baseline's file pages (shared libraries, read first by other processes and given back under
+    pressure), where the profile measured the split (`baseline_anon_bytes`), else 0 (the whole RSS
+    counts); less what it charges beside that process: the runner's decoder process
+    (run/decoder.py, started for every run), its anonymous memory where the profile measured it
+    (`decoder_anon_bytes`; profiles before 2026-12-03 have none). Negative when the decoder
+    outweighs the file pages. The simulated RSS does not include the decoder: the runner's
+    measured peak is its own process's too."""
     anon = profile.baseline_anon_bytes
-    return max(0, profile.baseline_rss_bytes - anon) if anon is not None else 0
+    files = max(0, profile.baseline_rss_bytes - anon) if anon is not None else 0
+    return files - int(getattr(profile, "decoder_anon_bytes", None) or 0)
 
 
 def same_storage(profile: Profile, device: Device) -> bool:
