@@ -14,7 +14,7 @@ The tiny preset's row (the README tour's scenario and its reload twin, on the 25
 the tour makes, the profile measured between the rounds, written as DIR/profile-tiny.json; DIR
 keeps only its json, md and yaml files, its pictures go to --pictures as validation-tiny-NAME.png):
 
-    python benchmarks/validate_suite.py --tiny --out benchmarks/results/validation-tiny-2026-12-03 --pictures docs/pictures
+    python benchmarks/validate_suite.py --tiny --out benchmarks/results/validation-tiny-quiet-2026-12-03 --pictures docs/pictures
 """
 from __future__ import annotations
 
