@@ -195,7 +195,6 @@ def preload() -> None:
         import torchao.quantization  # noqa: F401
     except Exception:
         pass
-    import atomsim.models  # noqa: F401
     for mod in ("atomsim.models.zoo", "atomsim.models.store", "atomsim.models.quant"):
         try:
             __import__(mod)

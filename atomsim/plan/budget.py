@@ -230,7 +230,7 @@ def rule_actions(model: Model, rule: str, marks: dict[str, str]) -> list[Action]
 
         for m in ph.modules:
             if m not in resident:
-                first = not act.load and not act.evict   # loads and frees trim the heap at their end
+                first = not act.load   # loads and frees (act.evict, as it grows) trim the heap at their end
                 evict(m, lambda: model.load_need(resident, m, heap if first and not act.evict else frozenset()))
                 resident.append(m)
                 act.load.append(m)

@@ -176,18 +176,18 @@ class DecoderProcess:
 
     def peak_bytes(self) -> int | None:
         """The worker's peak RSS (VmHWM of /proc/<pid>/status); None if gone or unknown."""
-        from .memory import process_peak_bytes
-        if self.proc is None or self.proc.poll() is not None:
-            return None
-        return process_peak_bytes(self.proc.pid)
+        return self._status("VmHWM")
 
     def anon_bytes(self) -> int | None:
         """The worker's anonymous memory now (RssAnon): what a memory cgroup charges for it
         beyond the pages it shares with the runner; None if gone or unknown."""
+        return self._status("RssAnon")
+
+    def _status(self, field: str) -> int | None:
         from .memory import process_status_bytes
         if self.proc is None or self.proc.poll() is not None:
             return None
-        return process_status_bytes(self.proc.pid, "RssAnon")
+        return process_status_bytes(self.proc.pid, field)
 
     def stop(self) -> None:
         """Ask the worker to exit; kill it if it has not within STOP_TIMEOUT_S (or if a request
@@ -212,14 +212,6 @@ class DecoderProcess:
             if conn is not None:
                 conn.close()
             self.broken = self.broken or "the decoder process was stopped"
-
-    def __enter__(self):
-        if self.proc is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _child_env() -> dict:

@@ -27,7 +27,7 @@ Method (documented in docs/running.md):
   (a spike between samples), the excess is added to that sample's rest category.
 - All of the above is the runner's own process. The `decode:i` steps decode in a worker process
   (decoder.py) whose memory none of it counts: its peak RSS, VmHWM of /proc/<pid>/status read at
-  the end of the run before the worker stops (`process_peak_bytes`), is the summary's separate
+  the end of the run before the worker stops (`process_status_bytes`), is the summary's separate
   `decoder_peak_bytes` (start-up imports and the run's decodes; None where unreadable, absent
   under ATOMSIM_DECODE_IN_THREAD=1, where decoding is the runner's own memory).
 """
@@ -50,11 +50,6 @@ def rss_bytes() -> int:
     except OSError:
         import psutil
         return psutil.Process().memory_info().rss
-
-
-def process_peak_bytes(pid: int) -> int | None:
-    """Peak RSS (VmHWM) of another process, e.g. the decoder worker; None if unreadable."""
-    return process_status_bytes(pid, "VmHWM")
 
 
 def process_status_bytes(pid: int, field: str) -> int | None:
