@@ -192,3 +192,17 @@ def test_a_profile_of_another_device_is_refused_unless_allowed(tmp_path, capsys)
     assert main([*args, "--out", str(tmp_path / "b"), "--allow-device-mismatch"]) == 0
     assert "WARNING" in capsys.readouterr().err
     assert "pixel_5a" in json.loads((tmp_path / "b" / "search.json").read_text())["device_mismatch"]
+
+
+def test_a_schedule_fits_only_when_the_top_of_its_peak_range_does():
+    """Completed in the planned RAM, but the top of its range (two lanes' ops in one heap) is above
+    it: it does not fit, and the RAM it needs is that top."""
+    from atomsim.report.search import candidate_row
+    point = {"e2e_s": 1.0, "peak_bytes": 800, "peak_high_bytes": 950, "oom": False, "error": ""}
+    row = candidate_row(point, 0, {"policy": "reuse-parallel", "device.ram_bytes": 900}, 100, 1000)
+    assert row["completed"] and row["charged_peak_high_bytes"] == 850 and row["fits"]
+    point["peak_high_bytes"] = 1001
+    row = candidate_row(point, 0, {"policy": "reuse-parallel", "device.ram_bytes": 900}, 100, 1000)
+    assert row["completed"] and not row["fits"]
+    del point["peak_high_bytes"]   # a sweep written before the range: the peak alone
+    assert candidate_row(point, 0, {"policy": "reuse-parallel", "device.ram_bytes": 900}, 100, 1000)["fits"]

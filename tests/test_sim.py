@@ -261,6 +261,56 @@ def test_heap_kept_by_an_op_serves_its_own_next_call_and_adds_to_what_other_ops_
     assert [b for ts, b in plain.trace.memory if ts <= sp.start_s + sp.dur_s / 2][-1]["activations"] == 50 * MB
 
 
+def two_lane_plan(concurrent: bool) -> Plan:
+    """encode once, caption once (each alone), then encode and caption again: on two lanes at once
+    (`concurrent`), or caption after encode."""
+    steps = (
+        Step("load:a", "load", "load", "main", "a"), Step("load:b", "load", "load", "main", "b", deps=("load:a",)),
+        Step("e1", "run", "encode", "x", "a", "encode", deps=("load:b",)),
+        Step("c1", "run", "caption", "y", "b", "caption", deps=("e1",)),
+        Step("e2", "run", "encode", "x", "a", "encode", deps=("c1",)),
+        Step("c2", "run", "caption", "y", "b", "caption", deps=("c1",) if concurrent else ("e2",)),
+    )
+    return Plan("retrieval", "custom", {"a": ModuleRef("video-encoder", QUANT), "b": ModuleRef("bert-decoder", QUANT)},
+                steps, ("main", "x", "y"), 1).validate()
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_ops_on_two_lanes_at_once_may_take_each_others_kept_heap(concurrent):
+    """Pools as above (encode 100 MB, keeps 80; caption 50, keeps 30): the simulated peak takes each
+    op's own pool back (150 MB with both running, 130 one after the other). Run at once on two
+    lanes, either may find its pool taken by the other (one heap: which happens depends on how their
+    calls interleave): the top of the range adds both pools (80 + 30 MB); one after the other, none."""
+    MB = 1_000_000
+    prof = make_profile(act=100 * MB)
+    prof.modules[f"video-encoder/{QUANT}"].ops["encode"].heap_retained_bytes = 80 * MB
+    cap = prof.modules[f"bert-decoder/{QUANT}"].ops["caption"]
+    cap.activation_peak_bytes, cap.heap_retained_bytes = 50 * MB, 30 * MB
+    eng = Engine(two_lane_plan(concurrent), prof, make_scenario().device).run()
+    base = eng.mem.by["baseline"] + (GB // 2 + GB // 4)   # baseline and both modules' weights
+    peak = max(sum(b.values()) for _, b in eng.trace.memory)
+    if concurrent:
+        assert peak == base + 150 * MB
+        assert eng.mem.peak_high == base + 150 * MB + 80 * MB + 30 * MB
+    else:
+        assert peak == base + 130 * MB
+        assert eng.mem.peak_high == peak
+
+
+def test_a_trim_returns_the_heap_contended_ops_grew_by():
+    """After a load's trim, the top of the range is the peak again (nothing kept is left to take)."""
+    MB = 1_000_000
+    prof = make_profile(act=100 * MB)
+    prof.modules[f"video-encoder/{QUANT}"].ops["encode"].heap_retained_bytes = 80 * MB
+    plan = two_lane_plan(True)
+    steps = plan.steps + (Step("load:c", "load", "load", "main", "c", deps=("e2", "c2")),)
+    plan = Plan("retrieval", "custom", {**plan.instances, "c": ModuleRef("sentence-encoder", QUANT)},
+                steps, plan.lanes, 1).validate()
+    eng = Engine(plan, prof, make_scenario().device).run()
+    assert eng.mem.contended == 0 and eng.contended == {}
+    assert eng.mem.peak_high > max(sum(b.values()) for _, b in eng.trace.memory)
+
+
 def test_clips_streamed_frames_within_queue_size():
     """decode:i waits for encode:i-q: at most queue_size (2) clips of frames are resident; a
     released clip's frames (kept by the allocator) serve the next decode, and a trim returns the rest."""

@@ -1,7 +1,7 @@
 """The validator's arithmetic, on summaries whose errors are known."""
 import pytest
 
-from atomsim.validate.compare import compare_runs, error_pct, reduction_pct, reductions, summarize_errors
+from atomsim.validate.compare import compare_runs, error_pct, range_error_pct, reduction_pct, reductions, summarize_errors
 from atomsim.validate.markdown import fidelity_markdown
 
 
@@ -14,6 +14,17 @@ def test_error_and_reduction_signs():
     assert error_pct(10.0, 9.0) == pytest.approx(-10.0)
     assert error_pct(0.0, 1.0) is None
     assert reduction_pct(40.0, 30.0) == pytest.approx(25.0)
+
+
+def test_a_range_errs_only_outside_it_against_its_nearer_end():
+    assert range_error_pct(1200.0, 1199.0, 1275.0) == 0.0
+    assert range_error_pct(1290.0, 1199.0, 1275.0) == pytest.approx(100 * (1275 - 1290) / 1290)
+    assert range_error_pct(1100.0, 1199.0, 1275.0) == pytest.approx(9.0)
+    assert range_error_pct(1100.0, 1199.0, None) == pytest.approx(9.0)   # no top: the peak alone
+    assert range_error_pct(0.0, 1.0, 2.0) is None
+    row = compare_runs("p", summary("reuse-parallel", 1.0, 1250), {**summary("reuse-parallel", 1.0, 1199),
+                                                                    "peak_high_bytes": 1275})
+    assert row["peak_range_error_pct"] == 0.0 and row["peak_error_pct"] == pytest.approx(100 * (1199 - 1250) / 1250)
 
 
 def test_compare_rows_and_reductions():

@@ -9,11 +9,11 @@ set to it: budget policies plan for it, the page cache lives in it) by the sweep
 (local processes or Dask, resumable: DIR/points/). Then:
 
 - DIR/candidates.csv and .parquet: a row per candidate and budget: its settings, e2e_s,
-  peak_bytes, the breakdown, loads and bytes read, energy, and `fits` (it completed without
-  running out of memory in the budget less a margin, `--margin`, default 10%: the searched and
-  fixed schedules of docs/search-proof.md measured up to 7.6% above their simulated peaks (the
-  ops' freed heap, held in one arena, that the simulator does not add up: docs/fidelity-ram.md),
-  and a run planned to the last byte is killed);
+  peak_bytes and peak_high_bytes (the top of the peak's range where two lanes' ops share one
+  heap: sim/engine.py), the breakdown, loads and bytes read, energy, and `fits` (it completed
+  without running out of memory in the budget less a margin, `--margin`, default 10%, and the top
+  of its range is within that too: the searched and fixed schedules of docs/search-proof.md
+  measured up to 7.6% above their simulated peaks, and a run planned to the last byte is killed);
 - DIR/pareto.csv: the candidates that fit, not beaten on both e2e and peak by another;
 - DIR/best-<SIZE>.yaml per budget (named as given: `--ram 4GB` -> best-4GB.yaml): a scenario of the
   fastest candidate that fits, which `simulate`, `run` and `validate` take as they are;
@@ -55,8 +55,9 @@ class SearchResult:
     device_mismatch: str | None = None   # the profile is another device's (allowed): every output says so
 
     def minimum_bytes(self) -> int | None:
-        """The least peak any candidate reached while completing (what the smallest budget needs)."""
-        done = [r["charged_peak_bytes"] for r in self.rows if r["completed"]]
+        """The least RAM any candidate needs to fit (the top of its peak's range; what the
+        smallest budget needs, before the margin)."""
+        done = [r["charged_peak_high_bytes"] for r in self.rows if r["completed"]]
         return min(done) if done else None
 
 
@@ -212,14 +213,18 @@ def candidate_row(point: dict, schedule: int, changes: dict, uncharged: int, bud
     """A table row; `ram_bytes`: its budget; `plan_ram_bytes`: the RAM it was planned and
     simulated in (the budget less the margin); `charged_peak_bytes`: the peak as the RAM limit
     counts it (the simulator's out-of-memory rule: process memory less the runtime's
-    shared-library pages). It fits when it completed in `plan_ram_bytes`."""
+    shared-library pages), `charged_peak_high_bytes` the top of its range so counted. It fits
+    when it completed in `plan_ram_bytes` and the top of its range is within it."""
     row = {"schedule": schedule, **describe({k: v for k, v in changes.items() if k != "device.ram_bytes"}),
            **{k: v for k, v in point.items() if k not in ("index", "changes")}}
     row["changes"] = changes
     row["ram_bytes"], row["plan_ram_bytes"] = budget, changes["device.ram_bytes"]
     done = not row["error"] and not row["oom"] and row["peak_bytes"] is not None
-    row["completed"] = row["fits"] = bool(done)
+    high = row.get("peak_high_bytes") or row["peak_bytes"]   # sweeps written before it: the peak
     row["charged_peak_bytes"] = None if row["peak_bytes"] is None else row["peak_bytes"] - uncharged
+    row["charged_peak_high_bytes"] = None if high is None else high - uncharged
+    row["completed"] = bool(done)
+    row["fits"] = bool(done) and row["charged_peak_high_bytes"] <= row["plan_ram_bytes"]
     return row
 
 
@@ -233,15 +238,16 @@ def summarize(rows: list[dict], budgets: list[tuple[str, int]]) -> SearchResult:
 
 
 def rank(r: dict) -> tuple:
-    """Fastest first; then the least RAM; then the first listed (deterministic)."""
-    return r["e2e_s"], r["charged_peak_bytes"], r["schedule"], r["ram_bytes"]
+    """Fastest first; then the least RAM it needs (the top of its range); then the first listed
+    (deterministic)."""
+    return r["e2e_s"], r["charged_peak_high_bytes"], r["schedule"], r["ram_bytes"]
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
-    """Rows not beaten on both e2e and charged peak (one per distinct point), fastest first."""
+    """Rows not beaten on both e2e and the RAM they need (one per distinct point), fastest first."""
     front, least = [], None
     for r in sorted(rows, key=rank):
-        if least is None or r["charged_peak_bytes"] < least:
+        if least is None or r["charged_peak_high_bytes"] < least:
             front.append(r)
-            least = r["charged_peak_bytes"]
+            least = r["charged_peak_high_bytes"]
     return front

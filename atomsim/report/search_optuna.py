@@ -62,7 +62,7 @@ def explore(ctx, budgets, margin_pct: float, trials: int, workers: int = 1, dask
                     study.tell(t, state=optuna.trial.TrialState.FAIL)
                     continue
                 t.set_constraint("fits", 0.0 if r["fits"] else 1.0)   # > 0: infeasible
-                study.tell(t, [r["e2e_s"], float(r["charged_peak_bytes"])])
+                study.tell(t, [r["e2e_s"], float(r["charged_peak_high_bytes"])])
         rows += [seen[i] for i in sorted(seen)]
     return rows
 

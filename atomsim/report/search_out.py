@@ -13,7 +13,7 @@ from .search import SEARCH_VERSION, SearchResult
 
 SETTINGS = ("policy", "variant", "schedule.lanes", "schedule.modules", "threads.*", "workload.queue_size")
 FIGURES = ("ram_bytes", "plan_ram_bytes", "fits", "completed", "oom", "e2e_s", "lower_bound_s", "peak_bytes", "charged_peak_bytes",
-           *(f"{k}_bytes" for k in BREAKDOWN), "loads", "cold_loads", "read_bytes", "energy_j", "cpu_busy_s", "error")
+           "peak_high_bytes", "charged_peak_high_bytes", *(f"{k}_bytes" for k in BREAKDOWN), "loads", "cold_loads", "read_bytes", "energy_j", "cpu_busy_s", "error")
 
 
 def columns(rows: list[dict]) -> list[str]:
@@ -46,7 +46,8 @@ def write_outputs(res: SearchResult, sc, base: dict, out: Path) -> list[Path]:
         head = (f"# atomsim search: the fastest schedule that fits {label} ({n} bytes; planned in "
                 f"{row['plan_ram_bytes']} bytes, {res.margin_pct:g}% below it): "
                 f"e2e {row['e2e_s']:.3f} s, peak {row['peak_bytes']} bytes, "
-                f"{row['charged_peak_bytes']} as a RAM limit counts it (simulated)\n")
+                f"{row['charged_peak_bytes']} as a RAM limit counts it, up to {row['charged_peak_high_bytes']} "
+                f"where its lanes' ops share the heap (simulated)\n")
         atomic_write_text(path, head + yaml.safe_dump(data, sort_keys=False))
         files.append(path)
     atomic_write_json(out / "search.json", summary(res, sc))
@@ -60,7 +61,7 @@ def brief(row: dict | None) -> dict | None:
     if row is None:
         return None
     keep = ("schedule", "policy", "variant", "schedule.lanes", "schedule.modules", "workload.queue_size",
-            "e2e_s", "peak_bytes", "charged_peak_bytes", "loads", "cold_loads", "read_bytes", "energy_j")
+            "e2e_s", "peak_bytes", "charged_peak_bytes", "charged_peak_high_bytes", "loads", "cold_loads", "read_bytes", "energy_j")
     return {k: row.get(k) for k in keep if k in row} | {k: v for k, v in row.items() if k.startswith("threads.")}
 
 
@@ -79,7 +80,6 @@ def summary(res: SearchResult, sc) -> dict:
 
 def budget_lines(res: SearchResult) -> list[str]:
     """What the CLI prints per budget."""
-    gb = 1e9
     lines = []
     for label, n in res.budgets:
         b, f = res.best[label], res.best_fixed[label]
@@ -87,11 +87,17 @@ def budget_lines(res: SearchResult) -> list[str]:
             lines.append(f"{label}: nothing fits")
             continue
         lines.append(f"{label}: best {b['policy']} ({b['variant']}, {b.get('schedule.lanes') or '-'}, "
-                     f"{b.get('schedule.modules') or '-'}) e2e {b['e2e_s']:.2f} s, peak {b['charged_peak_bytes'] / gb:.2f} GB"
-                     + (f"; best fixed policy {f['policy']} e2e {f['e2e_s']:.2f} s, peak {f['charged_peak_bytes'] / gb:.2f} GB"
+                     f"{b.get('schedule.modules') or '-'}) e2e {b['e2e_s']:.2f} s, peak {_range(b)}"
+                     + (f"; best fixed policy {f['policy']} e2e {f['e2e_s']:.2f} s, peak {_range(f)}"
                         f" ({100 * (f['e2e_s'] - b['e2e_s']) / f['e2e_s']:.1f}% slower)" if f else
                         "; no fixed policy fits"))
     return lines
+
+
+def _range(row: dict) -> str:
+    """The charged peak and, where it differs, the top of its range: "1.16-1.23 GB"."""
+    low, high = row["charged_peak_bytes"] / 1e9, (row.get("charged_peak_high_bytes") or row["charged_peak_bytes"]) / 1e9
+    return f"{low:.2f} GB" if f"{high:.2f}" == f"{low:.2f}" else f"{low:.2f}-{high:.2f} GB"
 
 
 def read_search(path: str | Path) -> dict:

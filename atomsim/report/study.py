@@ -28,7 +28,7 @@ from ..schema.trace import BREAKDOWN
 from ..schema.validation import read_mapping, validate
 
 DEVICE_ALIASES = ("device", "device.ram_gb", "device.storage_read_mb_s")
-RESULT_COLUMNS = ("e2e_s", "lower_bound_s", "peak_bytes", *(f"{k}_bytes" for k in BREAKDOWN),
+RESULT_COLUMNS = ("e2e_s", "lower_bound_s", "peak_bytes", "peak_high_bytes", *(f"{k}_bytes" for k in BREAKDOWN),
                   "ram_bytes", "oom", "energy_j", "cpu_busy_s", "loads", "cold_loads", "read_bytes", "error")
 DEFAULT_SIMULATE = "atomsim.sim:simulate"
 # a grid field whose values are mappings of fields -> values, each applied as the point's own
@@ -225,6 +225,7 @@ def evaluate(study: Study, index: int, simulate: str = DEFAULT_SIMULATE) -> dict
         row.update({"e2e_s": float(s["e2e_s"]),
                     "lower_bound_s": None if s.get("lower_bound_s") is None else float(s["lower_bound_s"]),
                     "peak_bytes": int(s["peak_bytes"]), "ram_bytes": int(sc.device.ram_bytes),
+                    "peak_high_bytes": int(s.get("peak_high_bytes", s["peak_bytes"])),
                     "oom": bool(s.get("oom")), **{f"{k}_bytes": int(b.get(k, 0)) for k in BREAKDOWN},
                     "loads": len(s.get("loads") or ()), "cold_loads": s.get("cold_loads"),
                     "read_bytes": sum(int(ld.get("read_bytes", 0)) for ld in s.get("loads") or ())})

@@ -7,6 +7,9 @@ kernel takes back under pressure (docs/fidelity-ram.md). Out of memory: the char
 limit. The page cache holds weight files that were read; it is not process memory, but it only
 keeps files while free RAM (device RAM - process memory) allows: as the process grows, the least
 recently used files are evicted first.
+
+`peak_high` is the peak with, on top, what the engine counts as `contended` (freed heap that
+lanes running at once may take from each other, engine.py): not charged, never out of memory.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ class Memory:
         self.by = {k: 0 for k in BREAKDOWN}
         self.by["baseline"] = int(baseline_bytes)
         self.total = self.by["baseline"]     # sum(self.by.values()), kept as the parts change
+        self.contended = 0                   # see engine.Engine._contend
+        self.peak_high = self.total
         self.trace = trace
         self.clock = clock or (lambda: 0.0)
         self.cache = PageCache(self)
@@ -46,11 +51,19 @@ class Memory:
             self.total += int(v)
             if self.by[k] < 0:  # a bookkeeping bug, never a modelling outcome
                 raise AssertionError(f"negative {k} memory after {step}")
+        self.peak_high = max(self.peak_high, self.total + self.contended)
         self._record()
         if self.charged > self.limit:
             raise OutOfMemory({"t_s": self.clock(), "step": step, "breakdown_bytes": dict(self.by),
                                "total_bytes": self.total, "charged_bytes": self.charged, "limit_bytes": self.limit})
         self.cache.fit()
+
+    def contend(self, nbytes: int) -> None:
+        """Change the contended bytes (counted in `peak_high` only)."""
+        self.contended += int(nbytes)
+        if self.contended < 0:
+            raise AssertionError("negative contended memory")
+        self.peak_high = max(self.peak_high, self.total + self.contended)
 
     def _record(self) -> None:
         if self.trace is None:

@@ -13,6 +13,17 @@ def error_pct(measured: float, simulated: float) -> float | None:
     return 100.0 * (simulated - measured) / measured
 
 
+def range_error_pct(measured: float, low: float, high: float) -> float | None:
+    """Signed error of a simulated range [low, high], % of the measured value: 0 inside it, else
+    against its nearer end (positive: the range lies above the measured value)."""
+    if measured is None or low is None or measured == 0:
+        return None
+    high = low if high is None else high
+    if measured < low:
+        return error_pct(measured, low)
+    return error_pct(measured, high) if measured > high else 0.0
+
+
 def reduction_pct(reload_s: float, other_s: float) -> float:
     """How much faster `other` is than reload, % of reload."""
     return 100.0 * (reload_s - other_s) / reload_s
@@ -27,6 +38,11 @@ def compare_runs(name: str, measured: dict, simulated: dict) -> dict:
         "lower_bound_s": simulated.get("lower_bound_s"),
         "measured_peak_bytes": measured["peak_bytes"], "simulated_peak_bytes": simulated["peak_bytes"],
         "peak_error_pct": error_pct(measured["peak_bytes"], simulated["peak_bytes"]),
+        # the top of the simulated peak's range (sim/engine.py: two lanes' ops in one heap), and the
+        # measured peak against the range
+        "simulated_peak_high_bytes": simulated.get("peak_high_bytes"),
+        "peak_range_error_pct": range_error_pct(measured["peak_bytes"], simulated["peak_bytes"],
+                                                simulated.get("peak_high_bytes")),
         "simulated_oom": simulated.get("oom", False),
         "stages": {},
     }
