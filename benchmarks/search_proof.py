@@ -4,7 +4,7 @@ interleaved rounds (budget by budget, schedule by schedule, round after round: t
 drifts, so every comparison is within a round).
 
     python benchmarks/search_proof.py [--scenario scenarios/search/assembly-small-dyn8.yaml]
-        [--ram 800MB --ram 900MB --ram 1.4GB] [--rounds 3] [--out out/search-proof] [--commit]
+        [--ram 900MB --ram 1GB --ram 1.4GB] [--rounds 3] [--out out/search-proof] [--commit]
 
 Needs root (a writable memory cgroup). Real runs are kept in OUT/runs.jsonl: an interrupted
 benchmark resumes. Writes OUT/search-proof.{json,md} (`--commit`: docs/search-proof.{json,md}).
@@ -129,10 +129,10 @@ def markdown(report: dict, bad: list[str]) -> str:
              f"Scenario `{report['scenario']}`, profile `{report['profile']}`, {report['rounds']} interleaved rounds "
              f"after {report['warmup']} warm-up round, each run under `--ram-limit` = its budget (a memory cgroup); "
              f"the search planned each schedule {report['margin_pct']:g}% below its budget. "
-             f"Remake: `{report['command']}`. Peak sim: the simulated peak, then the top of its range where "
-             "two lanes' ops run at once in one heap and either may take the heap the other's earlier calls "
-             "kept (sim/engine.py); every counted run's peak is held against the range, with the RAM fidelity "
-             f"band ({BAND_PCT:g}%).", ""]
+             f"Remake: `{report['command']}`. Peak sim: the simulated peak, then the top of its range (where "
+             "two lanes' ops run at once in one heap either may take the heap the other's earlier calls kept, "
+             "and an op may peak as high as its highest profiling round: sim/engine.py); every counted run's "
+             f"peak is held against the range, with the RAM fidelity band ({BAND_PCT:g}%).", ""]
     for b in report["budgets"]:
         lines += [f"## {b['budget']} ({b['ram_bytes'] / MB:.0f} MB)", "",
                   "| schedule | policy | completed | e2e sim (s) | e2e measured, by round (s) | peak sim (MB) "
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     from atomsim.schema.scenario import load_scenario
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "search" / "assembly-small-dyn8.yaml"))
-    ap.add_argument("--ram", action="append", default=None, help="budgets (default 800MB 900MB 1.4GB)")
+    ap.add_argument("--ram", action="append", default=None, help="budgets (default 900MB 1GB 1.4GB: tight, middle, generous)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1,
                     help="rounds run first and not counted (the store's files are read from disk once)")
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    budgets = parse_budgets(a.ram or ["800MB", "900MB", "1.4GB"])
+    budgets = parse_budgets(a.ram or ["900MB", "1GB", "1.4GB"])
     res = run_search(a.scenario, budgets, out / "search", workers=2)
     sc = load_scenario(a.scenario)
     base = sc.model_dump()

@@ -80,7 +80,7 @@ def markdown(report: dict) -> str:
              "marks and the scenario's threads on the pipeline's own modules (the eviction choice alone). "
              "`optuna`: the best that Optuna's NSGA-II found in `--trials` trials a budget (seeded), against the "
              "exhaustive optimum: the gap of the sampler `search` uses above 20,000 schedules. "
-             "Peaks are as a RAM limit counts them, and a schedule fits a budget when the top of its simulated peak's range does (two lanes' ops in one heap: sim/engine.py; the phones' profiles measured no kept heap, so their ranges are points).", "",
+             "Peaks are as a RAM limit counts them, and a schedule fits a budget when the top of its simulated peak's range does (two lanes' ops in one heap, ops whose profiling rounds peaked above their median: sim/engine.py; the phones' profiles measured neither, so their ranges are points).", "",
              "![fronts](search-fronts.png)", ""]
     cols = [*FAMILIES, *(f + " plain" for f in FAMILIES if f.startswith("budget-")), "optuna"]
     for s in report["scenarios"]:

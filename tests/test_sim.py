@@ -297,6 +297,20 @@ def test_ops_on_two_lanes_at_once_may_take_each_others_kept_heap(concurrent):
         assert eng.mem.peak_high == peak
 
 
+def test_an_op_whose_profiling_rounds_peaked_higher_raises_the_top_while_it_runs():
+    """encode's rounds peaked at 100, 180 and 90 MB (100 the median the peak uses): one lane, no
+    contention, the top of the range is the peak plus 80 MB, which the op holds only while it runs."""
+    MB = 1_000_000
+    prof = make_profile(act=100 * MB)
+    prof.modules[f"video-encoder/{QUANT}"].ops["encode"].activation_peak_rounds = [100 * MB, 180 * MB, 90 * MB]
+    eng = Engine(two_lane_plan(False), prof, make_scenario().device).run()
+    peak = max(sum(b.values()) for _, b in eng.trace.memory)
+    assert eng.mem.peak_high == peak + 80 * MB and eng.mem.contended == 0
+    with pytest.raises(ValueError, match="activation_peak_rounds"):
+        type(prof.modules[f"video-encoder/{QUANT}"].ops["encode"]).model_validate(
+            {**prof.modules[f"video-encoder/{QUANT}"].ops["encode"].model_dump(), "activation_peak_rounds": [-1]})
+
+
 def test_a_trim_returns_the_heap_contended_ops_grew_by():
     """After a load's trim, the top of the range is the peak again (nothing kept is left to take)."""
     MB = 1_000_000

@@ -103,6 +103,9 @@ class Op(BaseModel):
     # keeps (glibc returns it at the next malloc_trim, which every load and free does). None: not
     # measured (the simulator then assumes the op returns everything).
     heap_retained_bytes: int | None = Field(default=None, ge=0)
+    # each profiling round's peak (a new process each): where a round peaked above the median, the
+    # simulator puts that in the top of the peak's range (sim/engine.py). None: one figure only
+    activation_peak_rounds: list[int] | None = None
     input_bytes: int = Field(default=0, ge=0)
     items: int = Field(default=1, gt=0)   # inputs in the profiled call; latency scales linearly
     shape: dict = {}
@@ -113,6 +116,8 @@ class Op(BaseModel):
 
     @model_validator(mode="after")
     def _threads(self):
+        if any(x < 0 for x in self.activation_peak_rounds or ()):
+            raise ValueError("activation_peak_rounds: bytes, none negative")
         if not self.latency_s:
             raise ValueError("latency_s needs at least one thread count")
         for k in self.latency_s:
