@@ -4,7 +4,7 @@ interleaved rounds (budget by budget, schedule by schedule, round after round: t
 drifts, so every comparison is within a round).
 
     python benchmarks/search_proof.py [--scenario scenarios/search/assembly-small-dyn8.yaml]
-        [--ram 900MB --ram 1GB --ram 1.4GB] [--rounds 3] [--out out/search-proof] [--commit]
+        [--ram 1GB --ram 1.2GB --ram 1.4GB] [--rounds 3] [--out out/search-proof] [--commit]
 
 Needs root (a writable memory cgroup). Real runs are kept in OUT/runs.jsonl: an interrupted
 benchmark resumes. Writes OUT/search-proof.{json,md} (`--commit`: docs/search-proof.{json,md}).
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     from atomsim.schema.scenario import load_scenario
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "search" / "assembly-small-dyn8.yaml"))
-    ap.add_argument("--ram", action="append", default=None, help="budgets (default 900MB 1GB 1.4GB: tight, middle, generous)")
+    ap.add_argument("--ram", action="append", default=None, help="budgets (default 1GB 1.2GB 1.4GB: tight, middle, generous)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1,
                     help="rounds run first and not counted (the store's files are read from disk once)")
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    budgets = parse_budgets(a.ram or ["900MB", "1GB", "1.4GB"])
+    budgets = parse_budgets(a.ram or ["1GB", "1.2GB", "1.4GB"])
     res = run_search(a.scenario, budgets, out / "search", workers=2)
     sc = load_scenario(a.scenario)
     base = sc.model_dump()
