@@ -10,8 +10,8 @@ set to it: budget policies plan for it, the page cache lives in it) by the sweep
 
 - DIR/candidates.csv and .parquet: a row per candidate and budget: its settings, e2e_s,
   peak_bytes and peak_high_bytes (the top of the peak's range: two lanes' ops in one heap, and
-  ops whose profiling rounds peaked above their median: sim/engine.py), the breakdown, loads and bytes read, energy, and `fits` (it completed
-  without running out of memory in the budget less a margin, `--margin`, default 10%, and the top
+  ops whose profiling rounds peaked above their median: sim/engine.py), the breakdown, loads and
+  bytes read, energy, and `fits` (it completed without running out of memory in the budget less a margin, `--margin`, default 10%, and the top
   of its range is within that too: the searched and fixed schedules of docs/search-proof.md
   measured up to 7.6% above their simulated peaks, and a run planned to the last byte is killed);
 - DIR/pareto.csv: the candidates that fit, not beaten on both e2e and peak by another;

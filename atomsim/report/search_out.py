@@ -47,7 +47,7 @@ def write_outputs(res: SearchResult, sc, base: dict, out: Path) -> list[Path]:
                 f"{row['plan_ram_bytes']} bytes, {res.margin_pct:g}% below it): "
                 f"e2e {row['e2e_s']:.3f} s, peak {row['peak_bytes']} bytes, "
                 f"{row['charged_peak_bytes']} as a RAM limit counts it, up to {row['charged_peak_high_bytes']} "
-                f"where its lanes' ops share the heap (simulated)\n")
+                f"at the top of its range (simulated)\n")
         atomic_write_text(path, head + yaml.safe_dump(data, sort_keys=False))
         files.append(path)
     atomic_write_json(out / "search.json", summary(res, sc))
@@ -96,7 +96,7 @@ def budget_lines(res: SearchResult) -> list[str]:
 
 def _range(row: dict) -> str:
     """The charged peak and, where it differs, the top of its range: "1.16-1.23 GB"."""
-    low, high = row["charged_peak_bytes"] / 1e9, (row.get("charged_peak_high_bytes") or row["charged_peak_bytes"]) / 1e9
+    low, high = row["charged_peak_bytes"] / 1e9, row["charged_peak_high_bytes"] / 1e9
     return f"{low:.2f} GB" if f"{high:.2f}" == f"{low:.2f}" else f"{low:.2f}-{high:.2f} GB"
 
 

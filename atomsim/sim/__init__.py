@@ -56,7 +56,7 @@ def simulate(scenario: Scenario, profile: Profile | None = None, policy: str | N
         "loads": loads, "cold_loads": sum(1 for ld in loads if not ld["warm"]),
         "warm_loads": sum(1 for ld in loads if ld["warm"]), "page_cache_evictions": eng.mem.cache.evictions,
         "events": eng.env.processed, "completed": eng.oom_event is None,
-        "peak_high_bytes": eng.mem.peak_high,   # the top of the peak's range (engine.py: two lanes, one heap)
+        "peak_high_bytes": eng.mem.peak_high,   # the top of the peak's range (engine.py)
     }
     evictions = plan.evictions()
     if evictions:   # budget policies: which module was freed for what (fixed policies have none)

@@ -161,7 +161,7 @@ def uncharged_baseline(profile: Profile) -> int:
     measured peak is its own process's too."""
     anon = profile.baseline_anon_bytes
     files = max(0, profile.baseline_rss_bytes - anon) if anon is not None else 0
-    return files - int(getattr(profile, "decoder_anon_bytes", None) or 0)
+    return files - (profile.decoder_anon_bytes or 0)
 
 
 def same_storage(profile: Profile, device: Device) -> bool:
